@@ -1,0 +1,39 @@
+"""authgate for ASGI apps, and the framework-free core shared with `wsgi_auth`."""
+
+from .apikey import APIKeyAuth
+from .authenticator import Authenticator, RequestInfo
+from .errors import (
+    AuthError,
+    Challenge,
+    ErrorResponse,
+    InsufficientScope,
+    InvalidRequest,
+    InvalidToken,
+    MissingCredentials,
+    ServiceUnavailable,
+)
+from .gate import GateOptions
+from .identity import ANONYMOUS, AuthUser, Identity
+from .middleware import AuthMiddleware
+from .rules import Rule
+
+__all__ = [
+    "ANONYMOUS",
+    "APIKeyAuth",
+    "AuthError",
+    "AuthMiddleware",
+    "AuthUser",
+    "Authenticator",
+    "Challenge",
+    "ErrorResponse",
+    "GateOptions",
+    "Identity",
+    "InsufficientScope",
+    "InvalidRequest",
+    "InvalidToken",
+    "MissingCredentials",
+    "RequestInfo",
+    "Rule",
+    "ServiceUnavailable",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,206 @@
+"""API key authentication (`X-API-Key`, or `Authorization: ApiKey <key>`)."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from collections.abc import Callable, Iterable
+from functools import partial
+from types import MappingProxyType
+
+from cachetools import TLRUCache
+
+from .authenticator import RequestInfo
+from .errors import Challenge, InvalidToken, ServiceUnavailable
+from .flow import Effect, EffectFailed, Flow
+from .identity import Identity
+from .keys.base import KeyRecord, KeyStore
+from .keys.format import DEFAULT_PREFIX, KeyFormatError, check_prefix, hash_secret, parse
+
+_INF = float("inf")
+
+
+class APIKeyAuth:
+    """Checks API keys against a `KeyStore`.
+
+    ```python
+    APIKeyAuth(SQLiteKeyStore("keys.db"))                      # X-API-Key: agk_...
+    APIKeyAuth(store, header=None, scheme="ApiKey")            # Authorization: ApiKey agk_...
+    ```
+
+    - The key's format and checksum are checked before any lookup, so garbage costs no I/O.
+    - A verified key is cached (by the exact key) for `cache_ttl` seconds, bounded by
+      the key's expiry and by its rotation grace, so a revocation takes effect within
+      `cache_ttl`. Unknown ids are remembered for `negative_ttl` in a separate bounded
+      cache, so random keys can neither flood the store nor evict good entries.
+    - `query_param` accepts the key in the URL query; off by default because URLs end up
+      in logs and browser history.
+    """
+
+    method = "api_key"
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        header: str | None = "X-API-Key",
+        scheme: str | None = None,
+        query_param: str | None = None,
+        prefixes: Iterable[str] = (DEFAULT_PREFIX,),
+        cache_ttl: float = 60.0,
+        negative_ttl: float = 10.0,
+        max_cache_entries: int = 10_000,
+        store_timeout: float = 2.0,
+        realm: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if header is None and scheme is None and query_param is None:
+            raise ValueError("APIKeyAuth needs a header, an Authorization scheme or a query param")
+        if cache_ttl < 0 or negative_ttl < 0 or max_cache_entries < 1 or store_timeout <= 0:
+            raise ValueError("cache_ttl/negative_ttl must be >= 0, sizes and timeouts > 0")
+        self.store = store
+        self.header = header.lower() if header else None
+        self.schemes: tuple[str, ...] = (scheme.lower(),) if scheme else ()
+        self.query_param = query_param
+        self.prefixes = frozenset(check_prefix(p) for p in prefixes)
+        self.cache_ttl = cache_ttl
+        self.negative_ttl = negative_ttl
+        self.max_cache_entries = max_cache_entries
+        self.store_timeout = store_timeout
+        self._clock = clock
+        params = [("realm", realm)] if realm else []
+        if header:
+            params.append(("header", header))
+        self.challenge = Challenge(scheme or "ApiKey", tuple(params))
+        # Hot path: exact key -> (identity, deadline). Only verified keys get in, so it is
+        # bounded by the keys in use; max_cache_entries caps it anyway.
+        self._hits: dict[str, tuple[Identity, float]] = {}
+        self._records: TLRUCache[str, tuple[KeyRecord, float]] = TLRUCache(
+            maxsize=max_cache_entries, ttu=self._record_ttu, timer=clock
+        )
+        self._unknown: TLRUCache[str, bool] = TLRUCache(
+            maxsize=max_cache_entries, ttu=self._unknown_ttu, timer=clock
+        )
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"APIKeyAuth(store={self.store!r}, header={self.header!r})"
+
+    def _record_ttu(self, _k: str, _v: object, now: float) -> float:
+        return now + self.cache_ttl
+
+    def _unknown_ttu(self, _k: str, _v: object, now: float) -> float:
+        return now + self.negative_ttl
+
+    def accepts(self, token: str) -> bool:
+        return True
+
+    def cached(self, token: str) -> Identity | None:
+        hit = self._hits.get(token)
+        if hit is not None and hit[1] > self._clock():
+            return hit[0]
+        return None
+
+    def invalidate(self, key_id: str | None = None) -> None:
+        """Forget cached results (all, or one key's), e.g. right after revoking a key."""
+        with self._lock:
+            if key_id is None:
+                self._hits.clear()
+                self._records.clear()
+                self._unknown.clear()
+                return
+            self._records.pop(key_id, None)
+            self._unknown.pop(key_id, None)
+            for token in [t for t, (ident, _) in self._hits.items() if ident.key_id == key_id]:
+                del self._hits[token]
+
+    def flow(self, token: str, request: RequestInfo) -> Flow[Identity]:
+        try:
+            _prefix, key_id, secret = parse(token, self.prefixes)
+        except KeyFormatError as exc:
+            raise InvalidToken(str(exc), reason=exc.reason, scheme=self.challenge.scheme) from None
+        ctx = {"key_id": key_id}
+        with self._lock:
+            cached = self._records.get(key_id)
+            unknown = key_id in self._unknown
+        if unknown:
+            raise InvalidToken(
+                "unknown API key", reason="unknown_key", scheme=self.challenge.scheme, context=ctx
+            )
+        if cached is None:
+            try:
+                record = yield Effect(
+                    key=("api_key", id(self.store), key_id),
+                    sync=partial(self.store.get, key_id),
+                    async_=partial(self.store.aget, key_id),
+                    timeout=self.store_timeout,
+                )
+            except EffectFailed as exc:
+                raise ServiceUnavailable(
+                    "API key store unavailable",
+                    reason="key_store_unavailable",
+                    context={**ctx, "error": type(exc.cause).__name__},
+                ) from None
+            fetched_at = self._clock()
+            with self._lock:
+                if record is None:
+                    self._unknown[key_id] = True
+                else:
+                    self._records[key_id] = (record, fetched_at)
+            if record is None:
+                raise InvalidToken(
+                    "unknown API key",
+                    reason="unknown_key",
+                    scheme=self.challenge.scheme,
+                    context=ctx,
+                )
+        else:
+            record, fetched_at = cached
+        return self._verify(token, key_id, secret, record, fetched_at)
+
+    def _verify(
+        self, token: str, key_id: str, secret: str, record: KeyRecord, fetched_at: float
+    ) -> Identity:
+        now = self._clock()
+        scheme = self.challenge.scheme
+        ctx = {"key_id": key_id}
+        digest = hash_secret(self.store.hash_key, key_id, secret)
+        deadline = fetched_at + self.cache_ttl
+        # Compare against both hashes every time, so timing does not tell which matched.
+        current = hmac.compare_digest(digest, record.secret_hash)
+        previous = record.previous_hash is not None and hmac.compare_digest(
+            digest, record.previous_hash
+        )
+        if not current:
+            grace_end = record.previous_expires_at or 0.0
+            if not previous or grace_end <= now:
+                reason = "rotated_secret" if previous else "wrong_secret"
+                raise InvalidToken("invalid API key", reason=reason, scheme=scheme, context=ctx)
+            deadline = min(deadline, grace_end)
+        status = record.status(now)
+        if status != "active":
+            raise InvalidToken(f"API key {status}", reason=status, scheme=scheme, context=ctx)
+        if record.expires_at is not None:
+            deadline = min(deadline, record.expires_at)
+        if record.revoked_at is not None:
+            deadline = min(deadline, record.revoked_at)
+        identity = Identity(
+            subject=record.subject or record.key_id,
+            scopes=record.scopes,
+            method=self.method,
+            claims=MappingProxyType({"name": record.name, **record.metadata}),
+            expires_at=record.expires_at,
+            key_id=record.key_id,
+            name=record.name,
+        )
+        with self._lock:
+            hits = self._hits
+            if len(hits) >= self.max_cache_entries:
+                # Drop expired entries first, then the oldest; amortised by halving.
+                for t in [t for t, (_, d) in hits.items() if d <= now] or list(hits)[
+                    : len(hits) // 2
+                ]:
+                    del hits[t]
+            hits[token] = (identity, deadline)
+        return identity

@@ -1,0 +1,46 @@
+"""What the middleware needs from an authenticator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .errors import Challenge
+from .flow import Flow
+from .identity import Identity
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """Non-secret facts about the request, for slow paths, error hooks and logs."""
+
+    method: str
+    path: str
+    scheme: str
+    client: str | None
+
+
+@runtime_checkable
+class Authenticator(Protocol):
+    """A pluggable credential check, shared by the ASGI and WSGI middlewares.
+
+    - `header`: a dedicated header it reads (lowercase, e.g. `"x-api-key"`), or None;
+    - `schemes`: `Authorization` schemes it takes (lowercase, e.g. `("bearer",)`);
+    - `query_param`: a query parameter it takes, only when the user turned that on;
+    - `challenge`: the `WWW-Authenticate` challenge it answers to;
+    - `cached(token)`: the hot path, pure CPU: an Identity seen recently, or None;
+    - `flow(token, request)`: the full check as a generator (see `asgi_auth.flow`);
+    - `accepts(token)`: whether this one, among several sharing a scheme, owns the token.
+    """
+
+    method: str
+    header: str | None
+    schemes: tuple[str, ...]
+    query_param: str | None
+    challenge: Challenge
+
+    def cached(self, token: str) -> Identity | None: ...
+
+    def flow(self, token: str, request: RequestInfo) -> Flow[Identity]: ...
+
+    def accepts(self, token: str) -> bool: ...

@@ -1,0 +1,276 @@
+"""The framework-free decision logic that both middlewares share.
+
+A middleware gathers the request's method, path and the few headers the configured
+authenticators read; the gate turns them into a decision, a credential and, on failure,
+an `ErrorResponse`. Everything request-independent is computed here, once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TypedDict
+from urllib.parse import parse_qsl
+
+from .authenticator import Authenticator, RequestInfo
+from .errors import (
+    AuthError,
+    Challenge,
+    ErrorResponse,
+    InsufficientScope,
+    InvalidRequest,
+)
+from .identity import Identity
+from .rules import Access, Decision, Rule, Rules
+
+ErrorHook = Callable[[AuthError, RequestInfo], "ErrorResponse | None"]
+
+# Parameter names that carry credentials in URLs; refused unless an authenticator opts in
+# (RFC 6750 §2.3 and §5.3: URLs are logged and cached).
+_QUERY_CREDENTIAL_NAMES = frozenset({"access_token", "api_key", "apikey", "api-key", "token"})
+
+
+class GateOptions(TypedDict, total=False):
+    """Options shared by `asgi_auth.AuthMiddleware` and `wsgi_auth.AuthMiddleware`.
+
+    - `optional_paths`: prefixes where a credential is checked if sent, and anonymous
+      requests pass with an unauthenticated user.
+    - `rules`: `Rule` objects: scopes per path prefix and method, or access overrides.
+    - `required_scopes`: scopes every protected request needs.
+    - `default`: access for paths no rule covers (`"protected"`).
+    - `case_sensitive_paths`: match rules case-sensitively (default True).
+    - `realm`: the realm in `WWW-Authenticate` challenges.
+    - `allow_cors_preflight`: let `OPTIONS` + `Access-Control-Request-Method` through
+      unauthenticated, so CORS works when `CORSMiddleware` sits inside (default True).
+    - `require_https`: refuse credentials sent over plain HTTP.
+    - `trusted_proxies`: addresses/networks whose `X-Forwarded-Proto`/`Forwarded` are
+      believed (rightmost value) when deciding whether the request came over HTTPS.
+    - `on_error`: `(error, request) -> ErrorResponse | None` to customise denials.
+    - `max_credential_bytes`: longer credential headers are refused with 400 (8192).
+    """
+
+    optional_paths: Iterable[str]
+    rules: Iterable[Rule]
+    required_scopes: Iterable[str]
+    default: Access
+    case_sensitive_paths: bool
+    realm: str
+    allow_cors_preflight: bool
+    require_https: bool
+    trusted_proxies: Iterable[str]
+    on_error: ErrorHook | None
+    max_credential_bytes: int
+
+
+class Gate:
+    """Compiled configuration: rules, header names, challenges, error rendering."""
+
+    def __init__(
+        self,
+        authenticators: Sequence[Authenticator],
+        *,
+        logger: logging.Logger,
+        public_paths: Iterable[str] = (),
+        optional_paths: Iterable[str] = (),
+        rules: Iterable[Rule] = (),
+        required_scopes: Iterable[str] = (),
+        default: Access = "protected",
+        case_sensitive_paths: bool = True,
+        realm: str = "api",
+        allow_cors_preflight: bool = True,
+        require_https: bool = False,
+        trusted_proxies: Iterable[str] = (),
+        on_error: ErrorHook | None = None,
+        max_credential_bytes: int = 8192,
+    ) -> None:
+        authenticators = list(authenticators)
+        if not authenticators:
+            raise ValueError("AuthMiddleware needs at least one authenticator")
+        for auth in authenticators:
+            if not isinstance(auth, Authenticator):
+                raise TypeError(f"not an authenticator: {auth!r}")
+        if isinstance(public_paths, str) or isinstance(optional_paths, str):
+            raise TypeError("public_paths/optional_paths take a list of paths, not a string")
+        if max_credential_bytes < 64:
+            raise ValueError("max_credential_bytes must be at least 64")
+        self.log = logger
+        self.rules = Rules(
+            public_paths=public_paths,
+            optional_paths=optional_paths,
+            rules=rules,
+            required_scopes=required_scopes,
+            default=default,
+            case_sensitive=case_sensitive_paths,
+        )
+        self.on_error = on_error
+        self.max_credential_bytes = max_credential_bytes
+        self.allow_cors_preflight = allow_cors_preflight
+        self.require_https = require_https
+        self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
+
+        self.header_auths: list[tuple[str, Authenticator]] = []
+        self.by_scheme: dict[str, list[Authenticator]] = {}
+        self.by_query: dict[str, Authenticator] = {}
+        for auth in authenticators:
+            if auth.header:
+                if any(h == auth.header for h, _ in self.header_auths):
+                    raise ValueError(f"two authenticators read the {auth.header} header")
+                self.header_auths.append((auth.header, auth))
+            for scheme in auth.schemes:
+                self.by_scheme.setdefault(scheme.lower(), []).append(auth)
+            if auth.query_param:
+                self.by_query[auth.query_param] = auth
+        # Header names (lowercase) a middleware must collect for each request.
+        wanted = {"authorization", *(h for h, _ in self.header_auths)}
+        if allow_cors_preflight:
+            wanted.add("access-control-request-method")
+        if self.trusted_proxies:
+            wanted.update(("x-forwarded-proto", "forwarded"))
+        self.wanted = frozenset(wanted)
+        self.refused_query_names = _QUERY_CREDENTIAL_NAMES - self.by_query.keys()
+
+        challenges: dict[str, Challenge] = {}
+        for auth in authenticators:
+            ch = auth.challenge
+            if "realm" not in dict(ch.params):
+                ch = Challenge(ch.scheme, (("realm", realm), *ch.params))
+            challenges.setdefault(ch.scheme, ch)
+        self.challenges = tuple(challenges.values())
+
+    # -- per request -------------------------------------------------------------------
+
+    def _checked(self, value: str, label: str) -> str:
+        if not value:
+            raise InvalidRequest(f"empty {label}", reason="empty_credential")
+        if len(value) > self.max_credential_bytes:
+            raise InvalidRequest(f"{label} too large", reason="credential_too_large")
+        if "," in value:
+            # WSGI servers join repeated headers with commas, and the ASGI middleware does
+            # the same, so one check catches both. No credential format uses commas.
+            raise InvalidRequest(f"more than one {label}", reason="duplicate_credential")
+        if not (value.isascii() and value.isprintable()):
+            raise InvalidRequest(f"{label} is not a valid credential", reason="malformed_header")
+        return value
+
+    def extract(self, found: Mapping[str, str], query: str) -> tuple[Authenticator, str] | None:
+        """The credential in the request and the authenticator that owns it, or None.
+
+        Raises `InvalidRequest` for a malformed header, two credentials (RFC 6750 §3.1:
+        more than one method), or credentials in the query string where refused.
+        """
+        got: tuple[Authenticator, str] | None = None
+        authz = found.get("authorization")
+        if authz is not None:
+            scheme, _, token = authz.partition(" ")
+            auths = self.by_scheme.get(scheme.lower())
+            if auths is not None:
+                token = self._checked(token.lstrip(" "), "Authorization header")
+                if " " in token:
+                    raise InvalidRequest(
+                        "malformed Authorization header", reason="malformed_header"
+                    )
+                got = (self._owner(auths, token), token)
+            elif not token.strip() or not scheme:
+                raise InvalidRequest("malformed Authorization header", reason="malformed_header")
+        for name, auth in self.header_auths:
+            value = found.get(name)
+            if value is not None:
+                if got is not None:
+                    raise InvalidRequest("more than one credential", reason="multiple_credentials")
+                got = (auth, self._checked(value.strip(" "), f"{name} header"))
+        if query and (got is None or self.by_query):
+            q = self._from_query(query)
+            if q is not None:
+                if got is not None:
+                    raise InvalidRequest("more than one credential", reason="multiple_credentials")
+                got = q
+        return got
+
+    def _owner(self, auths: list[Authenticator], token: str) -> Authenticator:
+        if len(auths) == 1:
+            return auths[0]
+        for auth in auths:
+            if auth.accepts(token):
+                return auth
+        return auths[-1]
+
+    def _from_query(self, query: str) -> tuple[Authenticator, str] | None:
+        got = None
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            if name in self.refused_query_names:
+                raise InvalidRequest(
+                    "credentials in the query string are not accepted",
+                    reason="query_credential",
+                )
+            auth = self.by_query.get(name)
+            if auth is not None:
+                if got is not None:
+                    raise InvalidRequest("more than one credential", reason="multiple_credentials")
+                got = (auth, self._checked(value, f"{name} parameter"))
+        return got
+
+    def is_preflight(self, method: str, found: Mapping[str, str]) -> bool:
+        return (
+            self.allow_cors_preflight
+            and method == "OPTIONS"
+            and "access-control-request-method" in found
+        )
+
+    def check_transport(self, scheme: str, client: str | None, found: Mapping[str, str]) -> None:
+        """Refuse credentials over plain HTTP when `require_https` is set."""
+        if not self.require_https or scheme in ("https", "wss"):
+            return
+        if client and self.trusted_proxies and self._trusted(client):
+            proto = _forwarded_proto(found)
+            if proto in ("https", "wss"):
+                return
+        raise InvalidRequest("credentials must be sent over HTTPS", reason="insecure_transport")
+
+    def _trusted(self, client: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(client)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted_proxies)
+
+    def authorize(self, decision: Decision, identity: Identity) -> None:
+        if decision.scopes and not decision.scopes <= identity.scopes:
+            raise InsufficientScope(
+                decision.scopes,
+                context={"subject": identity.subject, "key_id": identity.key_id},
+            )
+
+    def deny(self, error: AuthError, request: RequestInfo) -> ErrorResponse:
+        """Log the failure (never the credential) and build the response."""
+        if self.log.isEnabledFor(logging.INFO):
+            context = "".join(f" {k}={v}" for k, v in error.context.items() if v is not None)
+            self.log.info(
+                "authentication failed: reason=%s status=%d method=%s path=%r client=%s%s",
+                error.reason,
+                error.status,
+                request.method,
+                request.path,
+                request.client,
+                context,
+            )
+        if self.on_error is not None:
+            custom = self.on_error(error, request)
+            if custom is not None:
+                return custom
+        return error.render(self.challenges)
+
+
+def _forwarded_proto(found: Mapping[str, str]) -> str | None:
+    # Like werkzeug's ProxyFix: only the rightmost value, set by the proxy we trust.
+    fwd = found.get("forwarded")
+    if fwd:
+        last = fwd.rsplit(",", 1)[-1]
+        for part in last.split(";"):
+            k, _, v = part.strip().partition("=")
+            if k.lower() == "proto":
+                return v.strip('"').lower()
+    xfp = found.get("x-forwarded-proto")
+    if xfp:
+        return xfp.rsplit(",", 1)[-1].strip().lower()
+    return None

@@ -1,0 +1,67 @@
+"""The result of a successful check, and the user object frameworks expect."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who made the request, as established by an authenticator.
+
+    Immutable and shared: the same instance is handed to every request that presents the
+    same cached credential. `scopes` makes it usable as Starlette's `request.auth`, so
+    `starlette.authentication.requires` works unchanged.
+    """
+
+    subject: str
+    scopes: frozenset[str]
+    method: str
+    claims: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, compare=False)
+    expires_at: float | None = None
+    key_id: str | None = None
+    client_id: str | None = None
+    issuer: str | None = None
+    dpop_jkt: str | None = None
+    name: str | None = None
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.method != "anonymous"
+
+    def has_scopes(self, *scopes: str) -> bool:
+        """True when every one of `scopes` was granted."""
+        return self.scopes.issuperset(scopes)
+
+
+ANONYMOUS = Identity(subject="", scopes=frozenset(), method="anonymous")
+"""What public and optional-auth routes see when no credential was sent."""
+
+
+class AuthUser:
+    """`scope["user"]` for ASGI apps: Starlette's `request.user` protocol over an Identity."""
+
+    __slots__ = ("identity",)
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.identity.method != "anonymous"
+
+    @property
+    def display_name(self) -> str:
+        ident = self.identity
+        return ident.name or ident.subject
+
+    def __repr__(self) -> str:
+        return f"AuthUser(subject={self.identity.subject!r}, method={self.identity.method!r})"
+
+
+ANONYMOUS_USER = AuthUser(ANONYMOUS)

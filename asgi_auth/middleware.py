@@ -1,0 +1,131 @@
+"""The ASGI middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Unpack
+
+from .authenticator import Authenticator, RequestInfo
+from .errors import AuthError, ErrorResponse, MissingCredentials
+from .flow import AsyncDriver
+from .gate import Gate, GateOptions
+from .identity import ANONYMOUS, ANONYMOUS_USER, AuthUser
+from .types import ASGIApp, Receive, Scope, Send
+
+logger = logging.getLogger("asgi_auth")
+
+
+class AuthMiddleware:
+    """Authenticate every HTTP and WebSocket request before it reaches `app`.
+
+    ```python
+    app.add_middleware(AuthMiddleware, authenticators=[APIKeyAuth(store)],
+                       public_paths=["/health"])
+    ```
+
+    On success `scope["auth"]` is the `Identity` and `scope["user"]` an `AuthUser`, so
+    Starlette's `requires` and `request.user` work. On failure the app is never called:
+    HTTP gets a 400/401/403/503 JSON answer with an RFC 6750 `WWW-Authenticate` header;
+    WebSocket gets that answer where the server supports the denial-response extension,
+    else a close with code 1008 (1013 when a backend is down) before the handshake
+    completes. Other scope types (lifespan) pass straight through. See `GateOptions`
+    for the options.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticators: Sequence[Authenticator],
+        public_paths: Sequence[str] = (),
+        **options: Unpack[GateOptions],
+    ) -> None:
+        self.app = app
+        self.gate = Gate(authenticators, logger=logger, public_paths=public_paths, **options)
+        self._driver = AsyncDriver()
+        self._wanted = {name.encode("latin-1"): name for name in self.gate.wanted}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        gate = self.gate
+        method = scope["method"] if kind == "http" else "GET"
+        decision = gate.rules.decide(method, scope["path"])
+        if decision.access == "public":
+            scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
+            await self.app(scope, receive, send)
+            return
+
+        wanted = self._wanted
+        found: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            key = wanted.get(name)
+            if key is not None:
+                text = value.decode("latin-1")
+                found[key] = f"{found[key]}, {text}" if key in found else text
+        try:
+            qs = scope.get("query_string")
+            got = gate.extract(found, qs.decode("latin-1") if qs else "")
+            if got is None:
+                if decision.access == "optional" or gate.is_preflight(method, found):
+                    scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
+                    await self.app(scope, receive, send)
+                    return
+                raise MissingCredentials()
+            auth, token = got
+            if gate.require_https:
+                gate.check_transport(scope.get("scheme", "http"), _client(scope), found)
+            identity = auth.cached(token)
+            if identity is None:
+                identity = await self._driver.run(auth.flow(token, _info(scope, method)))
+            if decision.scopes:
+                gate.authorize(decision, identity)
+        except AuthError as error:
+            await self._deny(gate.deny(error, _info(scope, method)), error, scope, receive, send)
+            return
+        scope["auth"] = identity
+        scope["user"] = AuthUser(identity)
+        await self.app(scope, receive, send)
+
+    async def _deny(
+        self, response: ErrorResponse, error: AuthError, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+        headers.append((b"content-length", str(len(response.body)).encode()))
+        if scope["type"] == "http":
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
+            await send({"type": "http.response.body", "body": response.body})
+            return
+        # WebSocket: wait for the connect event, then refuse before accepting.
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": response.status,
+                    "headers": headers,
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": response.body})
+            return
+        # 1008 policy violation; 1013 "try again later" when a backend is down, so
+        # clients retry instead of discarding a good credential.
+        code = 1013 if error.status == 503 else 1008
+        # The description is plain ASCII; a close reason must fit a 125-byte frame.
+        await send({"type": "websocket.close", "code": code, "reason": error.description[:120]})
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+def _info(scope: Scope, method: str) -> RequestInfo:
+    return RequestInfo(method, scope["path"], scope.get("scheme", "http"), _client(scope))

@@ -1,0 +1,162 @@
+"""Which requests need what: public paths, optional auth, required scopes per path and method.
+
+Rules match path prefixes on segment boundaries (`/health` covers `/health` and
+`/health/live`, never `/healthz`). The query string never takes part. A path that is not
+in canonical form (`//`, dot segments, `%`, `;`, `\\`, `#`) is judged under every way a
+server or framework might read it, and gets the strictest of the answers: that is what
+keeps `/health/../admin`, `/health%2F..%2Fadmin` and `/admin;/health` protected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote
+
+Access = Literal["public", "optional", "protected"]
+_ORDER = {"public": 0, "optional": 1, "protected": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a request must carry. Precomputed; shared by every matching request."""
+
+    access: Access
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def public(self) -> bool:
+        return self.access == "public"
+
+    @property
+    def optional(self) -> bool:
+        return self.access == "optional"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A rule for a path prefix, optionally limited to some methods.
+
+    ```python
+    Rule("/items", methods=["POST", "DELETE"], scopes=["items:write"])
+    Rule("/docs", access="public")
+    ```
+    """
+
+    path: str
+    methods: Sequence[str] | None = None
+    scopes: Iterable[str] = ()
+    access: Access = "protected"
+
+    def __post_init__(self) -> None:
+        if not self.path.startswith("/"):
+            raise ValueError(f"rule path must start with '/': {self.path!r}")
+        if self.access not in _ORDER:
+            raise ValueError(f"access must be public, optional or protected: {self.access!r}")
+        if self.access == "public" and tuple(self.scopes):
+            raise ValueError(f"a public rule cannot require scopes: {self.path!r}")
+
+
+def _strip(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
+def _resolve(path: str) -> str:
+    """Collapse empty segments and resolve `.`/`..` (RFC 3986 §5.2.4)."""
+    out: list[str] = []
+    for seg in path.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if out:
+                out.pop()
+            continue
+        out.append(seg)
+    return "/" + "/".join(out)
+
+
+def _variants(path: str) -> set[str]:
+    """Every reading of a non-canonical path some server or framework might act on."""
+    variants = {path, _resolve(path)}
+    p = path.replace("\\", "/").split("#", 1)[0]
+    p = "/".join(seg.split(";", 1)[0] for seg in p.split("/"))
+    variants.add(_resolve(p))
+    decoded = unquote(p)
+    variants.add(decoded)
+    variants.add(_resolve(decoded.replace("\\", "/")))
+    return {v if v.startswith("/") else "/" + v for v in variants}
+
+
+def is_canonical(path: str) -> bool:
+    return not (
+        "//" in path
+        or "/." in path
+        or "%" in path
+        or ";" in path
+        or "\\" in path
+        or "#" in path
+        or not path.startswith("/")
+    )
+
+
+class Rules:
+    """Compiled rules: a dict from path prefix to method-filtered decisions."""
+
+    def __init__(
+        self,
+        *,
+        public_paths: Iterable[str] = (),
+        optional_paths: Iterable[str] = (),
+        rules: Iterable[Rule] = (),
+        required_scopes: Iterable[str] = (),
+        default: Access = "protected",
+        case_sensitive: bool = True,
+    ) -> None:
+        base = frozenset(required_scopes)
+        self.case_sensitive = case_sensitive
+        self.default = Decision(default, base if default == "protected" else frozenset())
+        all_rules = [
+            *rules,
+            *(Rule(p, access="public") for p in public_paths),
+            *(Rule(p, access="optional") for p in optional_paths),
+        ]
+        table: dict[str, list[tuple[frozenset[str] | None, Decision]]] = {}
+        for rule in all_rules:
+            key = _strip(rule.path if case_sensitive else rule.path.lower())
+            if not is_canonical(key) and key != "/":
+                raise ValueError(f"rule path must be canonical: {rule.path!r}")
+            methods = None if rule.methods is None else frozenset(m.upper() for m in rule.methods)
+            scopes = frozenset(rule.scopes)
+            decision = Decision(
+                rule.access, base | scopes if rule.access == "protected" else scopes
+            )
+            table.setdefault(key, []).append((methods, decision))
+        # Method-specific rules win over catch-all ones at the same prefix.
+        for entries in table.values():
+            entries.sort(key=lambda e: e[0] is None)
+        self._table = table
+
+    def _match(self, method: str, path: str) -> Decision:
+        table = self._table
+        p = _strip(path)
+        while True:
+            entries = table.get(p)
+            if entries is not None:
+                for methods, decision in entries:
+                    if methods is None or method in methods:
+                        return decision
+            if p == "/":
+                return self.default
+            p = p[: p.rfind("/")] or "/"
+
+    def decide(self, method: str, path: str) -> Decision:
+        """The decision for a request; `path` is the decoded path, without query."""
+        if not self.case_sensitive:
+            path = path.lower()
+        if is_canonical(path):
+            return self._match(method, path)
+        decisions = [self._match(method, v) for v in _variants(path)]
+        access = max((d.access for d in decisions), key=_ORDER.__getitem__)
+        scopes = frozenset().union(*(d.scopes for d in decisions))
+        return Decision(access, scopes if access != "public" else frozenset())

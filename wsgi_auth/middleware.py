@@ -1,0 +1,107 @@
+"""The WSGI middleware, over the same core as the ASGI one."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Unpack
+
+from asgi_auth.authenticator import Authenticator, RequestInfo
+from asgi_auth.errors import AuthError, MissingCredentials
+from asgi_auth.flow import SyncDriver
+from asgi_auth.gate import Gate, GateOptions
+from asgi_auth.identity import ANONYMOUS
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+logger = logging.getLogger("wsgi_auth")
+
+IDENTITY_KEY = "wsgi_auth.identity"
+
+
+class AuthMiddleware:
+    """Authenticate every request before it reaches the WSGI `app`.
+
+    ```python
+    flask_app.wsgi_app = AuthMiddleware(flask_app.wsgi_app, authenticators=[APIKeyAuth(store)],
+                                        public_paths=["/health"])
+    ```
+
+    On success `environ["wsgi_auth.identity"]` is the `Identity` (`ANONYMOUS` on public
+    and optional paths without credentials). Same options and answers as
+    `asgi_auth.AuthMiddleware`; safe under many threads.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        authenticators: Sequence[Authenticator],
+        public_paths: Sequence[str] = (),
+        **options: Unpack[GateOptions],
+    ) -> None:
+        self.app = app
+        self.gate = Gate(authenticators, logger=logger, public_paths=public_paths, **options)
+        self._driver = SyncDriver()
+        # CGI-style environ keys (RFC 3875 §4.1.18) for each header the gate needs.
+        self._wanted = [
+            ("HTTP_" + name.upper().replace("-", "_"), name) for name in sorted(self.gate.wanted)
+        ]
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        gate = self.gate
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = _path(environ)
+        decision = gate.rules.decide(method, path)
+        if decision.access == "public":
+            environ[IDENTITY_KEY] = ANONYMOUS
+            return self.app(environ, start_response)
+        found = {name: environ[key] for key, name in self._wanted if key in environ}
+        try:
+            got = gate.extract(found, environ.get("QUERY_STRING", ""))
+            if got is None:
+                if decision.access == "optional" or gate.is_preflight(method, found):
+                    environ[IDENTITY_KEY] = ANONYMOUS
+                    return self.app(environ, start_response)
+                raise MissingCredentials()
+            auth, token = got
+            if gate.require_https:
+                gate.check_transport(
+                    environ.get("wsgi.url_scheme", "http"), environ.get("REMOTE_ADDR"), found
+                )
+            identity = auth.cached(token)
+            if identity is None:
+                identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
+            if decision.scopes:
+                gate.authorize(decision, identity)
+        except AuthError as error:
+            response = gate.deny(error, _info(environ, method, path))
+            headers = [*response.headers, ("Content-Length", str(len(response.body)))]
+            start_response(f"{response.status} {_REASONS.get(response.status, 'Error')}", headers)
+            return [response.body]
+        environ[IDENTITY_KEY] = identity
+        return self.app(environ, start_response)
+
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+
+
+def _path(environ: WSGIEnvironment) -> str:
+    path: str = environ.get("PATH_INFO", "") or "/"
+    if not path.isascii():
+        # PEP 3333 hands over the raw bytes as latin-1; match on the UTF-8 text.
+        path = path.encode("latin-1").decode("utf-8", "replace")
+    return path
+
+
+def _info(environ: WSGIEnvironment, method: str, path: str) -> RequestInfo:
+    return RequestInfo(
+        method, path, environ.get("wsgi.url_scheme", "http"), environ.get("REMOTE_ADDR")
+    )
