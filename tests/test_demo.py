@@ -1,0 +1,74 @@
+"""`authgate demo`: the README's first command, started as a user starts it."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_serves_a_protected_api(tmp_path: Path) -> None:
+    port = _free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asgi_auth.cli", "demo", "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for _ in range(40):  # the banner is about 20 lines; bounded read
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C" in line or not line:
+                break
+        banner = "".join(lines)
+        full = re.search(r"read-write key: (\S+)", banner)
+        reader = re.search(r"read-only key:\s+(\S+)", banner)
+        assert full and reader, banner
+        assert f"curl -i http://127.0.0.1:{port}/health" in banner
+        assert (tmp_path / "authgate-demo.db").exists()
+
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=5) as client:
+            for _ in range(100):  # wait for the listener: bounded
+                try:
+                    health = client.get("/health")
+                    break
+                except httpx.ConnectError:
+                    assert proc.poll() is None, "demo exited early"
+                    time.sleep(0.05)  # readiness polling, not a timing assertion
+            assert health.status_code == 200
+            assert client.get("/items").status_code == 401
+            rw = {"X-API-Key": full.group(1)}
+            ro = {"X-API-Key": reader.group(1)}
+            assert client.get("/items", headers=rw).status_code == 200
+            assert client.get("/me", headers=ro).json()["name"] == "demo-reader"
+            denied = client.post("/items", headers=ro, json={"name": "x"})
+            assert denied.status_code == 403
+            assert 'error="insufficient_scope"' in denied.headers["www-authenticate"]
+            created = client.post(
+                "/items", headers={"Authorization": f"ApiKey {full.group(1)}"}, json={"name": "y"}
+            )
+            assert created.status_code == 201
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout:
+            proc.stdout.close()
