@@ -10,7 +10,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .keys import SQLiteKeyStore
 from .keys.format import DEFAULT_PREFIX
@@ -49,7 +49,7 @@ def _scopes(text: str) -> list[str]:
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _store(args: argparse.Namespace) -> SQLiteKeyStore:

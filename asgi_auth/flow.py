@@ -128,7 +128,10 @@ class AsyncDriver:
         try:
             result = await asyncio.wait_for(effect.async_(), effect.timeout)
         except BaseException as exc:
-            fut.set_exception(exc)
+            # A cancelled leader (its client went away) must not cancel the followers.
+            fut.set_exception(
+                exc if isinstance(exc, Exception) else RuntimeError("lookup was cancelled")
+            )
             # Mark retrieved: waiters may be absent, and an unread exception only warns.
             fut.exception()
             raise

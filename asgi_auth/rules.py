@@ -121,12 +121,14 @@ class Rules:
             *(Rule(p, access="public") for p in public_paths),
             *(Rule(p, access="optional") for p in optional_paths),
         ]
-        table: dict[str, list[tuple[frozenset[str] | None, Decision]]] = {}
+        table: dict[str, list[tuple[set[str] | None, Decision]]] = {}
         for rule in all_rules:
             key = _strip(rule.path if case_sensitive else rule.path.lower())
             if not is_canonical(key) and key != "/":
                 raise ValueError(f"rule path must be canonical: {rule.path!r}")
-            methods = None if rule.methods is None else frozenset(m.upper() for m in rule.methods)
+            methods = None if rule.methods is None else {m.upper() for m in rule.methods}
+            if methods is not None and "GET" in methods:
+                methods.add("HEAD")  # as routers do: a HEAD is a GET without the body
             scopes = frozenset(rule.scopes)
             decision = Decision(
                 rule.access, base | scopes if rule.access == "protected" else scopes
