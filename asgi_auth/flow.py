@@ -33,6 +33,17 @@ class Effect:
     sync: Callable[[], Any] = field(repr=False)
     async_: Callable[[], Awaitable[Any]] = field(repr=False)
     timeout: float = 5.0
+    #: False for optional work (a refresh ahead of expiry): when the same effect is
+    #: already in flight, the driver answers `BUSY` at once instead of waiting for it.
+    join: bool = True
+
+
+class _Busy:
+    def __repr__(self) -> str:
+        return "BUSY"
+
+
+BUSY: Any = _Busy()
 
 
 class EffectFailed(ServiceUnavailable):
@@ -74,6 +85,8 @@ class SyncDriver:
             if flight is None:
                 flight = self._flights[effect.key] = _Flight()
         if not leader:
+            if not effect.join:
+                return BUSY
             if not flight.done.wait(effect.timeout):
                 raise TimeoutError("single-flight wait timed out")
             if flight.error is not None:
@@ -122,6 +135,8 @@ class AsyncDriver:
         loop = asyncio.get_running_loop()
         fut = self._flights.get(effect.key)
         if fut is not None and fut.get_loop() is loop and not fut.done():
+            if not effect.join:
+                return BUSY
             return await asyncio.wait_for(asyncio.shield(fut), effect.timeout)
         fut = loop.create_future()
         self._flights[effect.key] = fut

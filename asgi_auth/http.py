@@ -1,0 +1,115 @@
+"""Bounded HTTP for the core's effects: JWKS, discovery, introspection.
+
+The sync side shares one `httpx.Client` (thread-safe). The async side opens a short-lived
+`httpx.AsyncClient` per request with a shared TLS context: fetches are rare (cache
+misses), and nothing is bound to an event loop that may be gone by the next fetch.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+MAX_BODY = 1 << 20  # JWKS and discovery documents are a few KiB; refuse to buffer more
+
+
+class FetchError(Exception):
+    """The remote answered with something unusable (status, size)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPResult:
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_secure_url(url: str, what: str) -> str:
+    """HTTPS only, except to loopback (tests, sidecars): tokens and keys stay encrypted."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback_url(url)):
+        return url
+    raise ValueError(f"{what} must be an https:// URL (http only for loopback): {url!r}")
+
+
+class HTTP:
+    """GET/POST with a time-out and a size cap, sync and async."""
+
+    def __init__(self, *, timeout: float = 5.0, verify: ssl.SSLContext | bool = True) -> None:
+        self.timeout = timeout
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context() if verify is True else verify
+        )
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def _sync_client(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    timeout=self.timeout, verify=self._verify, follow_redirects=False
+                )
+            return self._client
+
+    @staticmethod
+    def _result(resp: httpx.Response, body: bytes) -> HTTPResult:
+        return HTTPResult(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, body)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> HTTPResult:
+        with self._sync_client().stream(method, url, headers=headers, data=data) as resp:
+            body = b""
+            for chunk in resp.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise FetchError("response too large")
+            return self._result(resp, body)
+
+    async def arequest(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+    ) -> HTTPResult:
+        async with (
+            httpx.AsyncClient(
+                timeout=self.timeout, verify=self._verify, follow_redirects=False
+            ) as client,
+            client.stream(method, url, headers=headers, data=data) as resp,
+        ):
+            body = b""
+            async for chunk in resp.aiter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise FetchError("response too large")
+            return self._result(resp, body)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None

@@ -1,0 +1,205 @@
+"""A JWKS cache that keeps working when the issuer does not.
+
+Unlike PyJWT's `PyJWKClient`: a failed fetch or a garbage answer never clears good keys
+(stale-if-error, up to `max_stale`); keys are merged by `kid`, so a key that is briefly
+missing from an answer during an issuer's rollover keeps verifying for `missing_grace`;
+refetches for unknown `kid`s are rate-limited; the I/O itself is single-flight in the
+drivers. This module decides *when* to fetch and *what* the answer means; it never
+does I/O itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .http import HTTPResult
+from .jose import VerifyKey, jwk_to_key
+
+_MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)")
+_PUBLIC_MEMBERS = ("kty", "crv", "n", "e", "x", "y")
+
+
+class JWKSError(ValueError):
+    """A JWKS answer that cannot replace the keys we have."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: VerifyKey
+    missing_since: float | None = None
+
+
+def _ttl_from(headers: Any, default: float, low: float, high: float) -> float:
+    cc = headers.get("cache-control", "")
+    if "no-store" in cc or "no-cache" in cc:
+        return low
+    m = _MAX_AGE.search(cc)
+    ttl = float(m.group(1)) if m else default
+    return min(max(ttl, low), high)
+
+
+def parse_jwks(content: bytes) -> dict[str, VerifyKey]:
+    """Usable signature keys of a JWKS document, by `kid` (or by public members when a
+    key has none). Unusable single keys are skipped; a document with none is an error."""
+    try:
+        doc = json.loads(content)
+    except (ValueError, RecursionError):
+        raise JWKSError("JWKS is not JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise JWKSError("JWKS has no keys array")
+    keys: dict[str, VerifyKey] = {}
+    for jwk in doc["keys"][:100]:
+        if not isinstance(jwk, dict) or jwk.get("kty") == "oct":
+            continue  # symmetric keys never come from a URL
+        try:
+            key = jwk_to_key(jwk)
+        except (ValueError, TypeError):
+            continue
+        if key.use not in (None, "sig"):
+            continue
+        ident = (
+            key.kid
+            if key.kid is not None
+            else "~" + json.dumps({m: jwk.get(m) for m in _PUBLIC_MEMBERS}, sort_keys=True)
+        )
+        keys.setdefault(ident, key)
+    if not keys:
+        raise JWKSError("JWKS has no usable signature keys")
+    return keys
+
+
+@dataclass
+class KeySet:
+    """The keys of one issuer and the timing of their refreshes.
+
+    Times come from the injected clock. `fresh_until` follows `Cache-Control: max-age`
+    within `[min_ttl, max_ttl]`; after it, a request refreshes (waiting); in the last
+    `refresh_ahead` fraction before it, one request refreshes while the others go on
+    with the current keys.
+    """
+
+    clock: Callable[[], float]
+    min_ttl: float = 60.0
+    max_ttl: float = 86400.0
+    default_ttl: float = 600.0
+    refresh_ahead: float = 0.1
+    unknown_kid_interval: float = 30.0
+    retry_interval: float = 5.0
+    max_stale: float = 86400.0
+    missing_grace: float = 900.0
+    static: bool = False
+
+    _entries: dict[str, _Entry] = field(default_factory=dict)
+    fetched_at: float | None = None
+    fresh_until: float = 0.0
+    last_attempt: float = float("-inf")
+    last_failure: float = float("-inf")
+    last_unknown_refetch: float = float("-inf")
+    generation: int = 0
+
+    @classmethod
+    def of(cls, keys: Iterable[VerifyKey], clock: Callable[[], float]) -> KeySet:
+        ks = cls(clock=clock, static=True)
+        for i, key in enumerate(keys):
+            ks._entries[key.kid if key.kid is not None else f"~{i}"] = _Entry(key)
+        ks.fetched_at, ks.fresh_until = clock(), float("inf")
+        return ks
+
+    # -- when to fetch -------------------------------------------------------------------
+
+    def usable(self, now: float) -> bool:
+        """Keys we may verify with: fresh, or stale but within `max_stale`."""
+        return self.fetched_at is not None and now <= self.fresh_until + self.max_stale
+
+    def due(self, now: float) -> str | None:
+        """`"wait"`: fetch before verifying; `"ahead"`: refresh without waiting; or None."""
+        if self.static:
+            return None
+        if now - self.last_failure < self.retry_interval:
+            return None  # an issuer that just failed is not hammered; stale keys serve
+        if self.fetched_at is None or now >= self.fresh_until:
+            return "wait"
+        ttl = self.fresh_until - self.fetched_at
+        if now >= self.fresh_until - ttl * self.refresh_ahead:
+            return "ahead"
+        return None
+
+    def may_refetch_for_unknown_kid(self, now: float) -> bool:
+        return (
+            not self.static
+            and now - self.last_unknown_refetch >= self.unknown_kid_interval
+            and now - self.last_failure >= self.retry_interval
+        )
+
+    # -- results ---------------------------------------------------------------------------
+
+    def update(self, result: HTTPResult, now: float) -> None:
+        """Merge a fetched JWKS; raises JWKSError (keeping the current keys) on garbage."""
+        if result.status != 200:
+            raise JWKSError(f"JWKS answered {result.status}")
+        fresh = parse_jwks(result.content)
+        # Copy on write: readers on other threads always see a whole dict.
+        entries = dict(self._entries)
+        for ident, key in fresh.items():
+            old = entries.get(ident)
+            if old is not None and _same(old.key, key):
+                old.missing_since = None
+                continue
+            if old is not None:
+                old.key.active = False  # same kid, new material: the old key is gone
+            entries[ident] = _Entry(key)
+        for ident, entry in list(entries.items()):
+            if ident not in fresh and entry.missing_since is None:
+                entry.missing_since = now
+        self._entries = entries
+        self.expire_missing(now)
+        self.fetched_at = now
+        self.fresh_until = now + _ttl_from(
+            result.headers, self.default_ttl, self.min_ttl, self.max_ttl
+        )
+        self.generation += 1
+
+    def failed(self, now: float) -> None:
+        self.last_failure = now
+
+    def expire_missing(self, now: float) -> None:
+        """Drop keys absent from the issuer's answers for longer than the grace."""
+        gone = [
+            ident
+            for ident, e in self._entries.items()
+            if e.missing_since is not None and now - e.missing_since >= self.missing_grace
+        ]
+        if gone:
+            entries = dict(self._entries)
+            for ident in gone:
+                entries.pop(ident).key.active = False
+            self._entries = entries
+
+    # -- lookup ----------------------------------------------------------------------------
+
+    def find(self, kid: str | None, alg: str) -> list[VerifyKey]:
+        """Keys that may verify a token with this `kid` and `alg`. `kid` is only a
+        dictionary key here: it never names a file, URL or query."""
+        entries = self._entries
+        if kid is not None:
+            entry = entries.get(kid)
+            if entry is not None and entry.key.fits(alg):
+                return [entry.key]
+            if entry is not None:
+                return []
+        return [
+            e.key
+            for e in self._entries.values()
+            if (kid is None or e.key.kid is None) and e.key.fits(alg)
+        ][:4]
+
+    def knows(self, kid: str | None) -> bool:
+        return kid is None or kid in self._entries
+
+
+def _same(a: VerifyKey, b: VerifyKey) -> bool:
+    return a.kty == b.kty and a.alg == b.alg and a.public_bytes() == b.public_bytes()

@@ -1,0 +1,362 @@
+"""JWT bearer tokens (RFC 7519, RFC 9068) with a JWKS cache and OpenID discovery."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from types import MappingProxyType
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from .authenticator import RequestInfo
+from .cache import HitCache
+from .errors import Challenge, ServiceUnavailable
+from .flow import BUSY, Effect, EffectFailed, Flow
+from .http import HTTP, require_secure_url
+from .identity import Identity
+from .jose import ALGORITHMS, ASYMMETRIC, TokenError, VerifyKey, load_static_key, parse_jws
+from .jose import peek_payload as _peek
+from .jwks import JWKSError, KeySet
+
+log = logging.getLogger("asgi_auth")
+
+ScopeSource = str | Callable[[Mapping[str, Any]], Iterable[str]]
+_ACCEPT_JSON = {"Accept": "application/json"}
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _claim_path(claims: Mapping[str, Any], path: str) -> Any:
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def discovery_urls(issuer: str) -> list[str]:
+    """OpenID Connect Discovery §4, then RFC 8414 §3 (well-known inserted before the path)."""
+    base = issuer.rstrip("/")
+    parts = urlsplit(issuer)
+    path = parts.path.rstrip("/")
+    rfc8414 = urlunsplit(
+        (parts.scheme, parts.netloc, "/.well-known/oauth-authorization-server" + path, "", "")
+    )
+    return [base + "/.well-known/openid-configuration", rfc8414]
+
+
+class JWTAuth:
+    """Verifies JWT access tokens from one issuer.
+
+    ```python
+    JWTAuth("https://idp.example", "api", algorithms=["RS256"])      # keys via discovery
+    JWTAuth("https://idp.example", "api", algorithms=["ES256"], jwks_uri="https://idp.example/jwks")
+    JWTAuth("svc", "api", algorithms=["HS256"], keys=secret_bytes)  # static HMAC secret
+    ```
+
+    - Keys come from `keys=` (PEM, JWK, JWKS dict, `cryptography` key, or bytes for HS*),
+      or from `jwks_uri`, else from OpenID / RFC 8414 discovery on `issuer`.
+    - `algorithms` is the allow-list; a key's type must fit the algorithm; `jku`, `x5u`,
+      `jwk` and `x5c` headers never choose a key; `kid` is only a lookup key; `crit` is
+      rejected.
+    - `exp` is required; `iss`, `aud`, `nbf` and `iat` are checked with `leeway`; `typ`
+      is enforced when given (e.g. `"at+jwt"`, RFC 9068 §4).
+    - Scopes come from `scope_claims`: claim names or dotted paths
+      (`"realm_access.roles"`), or a callable over the claims.
+    - A verified token is remembered until the earliest of its `exp`, `cache_ttl`, or its
+      key leaving the key set; any other token, even one byte different, is verified.
+    - Several `JWTAuth` in one middleware are chosen by the token's `iss`.
+    """
+
+    method = "jwt"
+    header = None
+    query_param = None
+
+    def __init__(
+        self,
+        issuer: str,
+        audience: str | Sequence[str],
+        *,
+        algorithms: Iterable[str],
+        jwks_uri: str | None = None,
+        keys: Any = None,
+        leeway: float = 30.0,
+        required_claims: Iterable[str] = (),
+        typ: str | None = None,
+        scope_claims: Sequence[ScopeSource] = ("scope", "scp"),
+        subject_claim: str = "sub",
+        dpop: Literal["allowed", "required", "off"] = "allowed",
+        cache_ttl: float = 300.0,
+        max_cache_entries: int = 10_000,
+        jwks_min_ttl: float = 60.0,
+        jwks_max_ttl: float = 86400.0,
+        unknown_kid_interval: float = 30.0,
+        max_stale: float = 86400.0,
+        missing_key_grace: float = 900.0,
+        timeout: float = 5.0,
+        http: HTTP | None = None,
+        realm: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not issuer:
+            raise ValueError("issuer is required")
+        audiences = [audience] if isinstance(audience, str) else list(audience)
+        if not audiences or not all(isinstance(a, str) and a for a in audiences):
+            raise ValueError("audience must be a non-empty string or list of strings")
+        algs = frozenset(algorithms)
+        if isinstance(algorithms, str):
+            raise TypeError("algorithms takes a list, e.g. ['RS256']")
+        if not algs:
+            raise ValueError("algorithms must list at least one algorithm")
+        unknown = algs - ALGORITHMS
+        if unknown:
+            raise ValueError(f"unsupported algorithms: {sorted(unknown)} (never 'none')")
+        if dpop not in ("allowed", "required", "off"):
+            raise ValueError("dpop must be 'allowed', 'required' or 'off'")
+        if leeway < 0 or leeway > 300:
+            raise ValueError("leeway must be between 0 and 300 seconds")
+        self.issuer = issuer
+        self.audiences = frozenset(audiences)
+        self.algorithms = algs
+        self.leeway = leeway
+        self.required_claims = tuple(required_claims)
+        self.typ = typ.lower().removeprefix("application/") if typ else None
+        self.scope_claims = tuple(scope_claims)
+        self.subject_claim = subject_claim
+        self.dpop = dpop
+        self.cache_ttl = cache_ttl
+        self.timeout = timeout
+        self._clock = clock
+        self._http = http or HTTP(timeout=timeout)
+        self.schemes: tuple[str, ...] = ("bearer",) if dpop != "required" else ()
+        params = (("realm", realm),) if realm else ()
+        self.challenge = Challenge("Bearer", params)
+        self._hits = HitCache(max_cache_entries, clock)
+
+        if keys is not None:
+            if jwks_uri is not None:
+                raise ValueError("give keys= or jwks_uri=, not both")
+            static = load_static_key(keys)
+            if not static:
+                raise ValueError("keys= holds no usable key")
+            for alg in algs:
+                if not any(k.fits(alg) for k in static):
+                    raise ValueError(f"no configured key fits {alg}")
+            self._keys = KeySet.of(static, clock)
+        else:
+            hs = algs - ASYMMETRIC
+            if hs:
+                raise ValueError(f"{sorted(hs)} need a static secret (keys=), never a URL")
+            self._keys = KeySet(
+                clock=clock,
+                min_ttl=jwks_min_ttl,
+                max_ttl=jwks_max_ttl,
+                unknown_kid_interval=unknown_kid_interval,
+                max_stale=max_stale,
+                missing_grace=missing_key_grace,
+            )
+        self._jwks_uri = require_secure_url(jwks_uri, "jwks_uri") if jwks_uri else None
+        self._discovered: str | None = None
+        #: The issuer's discovery document, once fetched.
+        self.metadata: Mapping[str, Any] = MappingProxyType({})
+        if self._jwks_uri is None and keys is None:
+            require_secure_url(issuer, "issuer (for discovery)")
+
+    def __repr__(self) -> str:
+        return f"JWTAuth(issuer={self.issuer!r}, algorithms={sorted(self.algorithms)})"
+
+    # -- the middleware's view -------------------------------------------------------------
+
+    def accepts(self, token: str) -> bool:
+        if token in self._hits:
+            return True
+        payload = _peek(token)
+        return payload is not None and payload.get("iss") == self.issuer
+
+    def cached(self, token: str) -> Identity | None:
+        return self._hits.get(token)
+
+    def flow(self, token: str, request: RequestInfo) -> Flow[Identity]:
+        jws = parse_jws(token)
+        header, payload = jws.header, jws.payload
+        alg = header.get("alg")
+        kid = header.get("kid")
+        iss = payload.get("iss")
+        ctx = {
+            "iss": iss if isinstance(iss, str) else None,
+            "kid": kid if isinstance(kid, str) else None,
+            "sub": payload.get("sub") if isinstance(payload.get("sub"), str) else None,
+        }
+        if not isinstance(alg, str) or alg not in self.algorithms:
+            raise TokenError("token algorithm not allowed", reason="alg_not_allowed", context=ctx)
+        if "crit" in header:
+            # RFC 7515 §4.1.11: we understand no extensions, so a critical one is fatal.
+            raise TokenError("unsupported critical header", reason="crit", context=ctx)
+        if self.typ is not None:
+            typ = header.get("typ")
+            if not isinstance(typ, str) or typ.lower().removeprefix("application/") != self.typ:
+                raise TokenError("wrong token type", reason="bad_typ", context=ctx)
+        if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > 256):
+            raise TokenError("malformed kid", reason="malformed_token", context=ctx)
+        if iss != self.issuer:
+            raise TokenError("invalid issuer", reason="bad_issuer", context=ctx)
+
+        now = self._clock()
+        keyset = self._keys
+        due = keyset.due(now)
+        if due is None and not keyset.knows(kid) and keyset.may_refetch_for_unknown_kid(now):
+            keyset.last_unknown_refetch = now
+            due = "wait"
+        if due is not None:
+            yield from self._refresh(now, wait=due == "wait" or not keyset.usable(now))
+        now = self._clock()
+        if not keyset.usable(now):
+            raise ServiceUnavailable(
+                "signing keys unavailable", reason="jwks_unavailable", context=ctx
+            )
+        keyset.expire_missing(now)
+        candidates = keyset.find(kid, alg)
+        if not candidates:
+            raise TokenError("unknown signing key", reason="unknown_kid", context=ctx)
+        key = next((k for k in candidates if k.verify(alg, jws.signing_input, jws.signature)), None)
+        if key is None:
+            raise TokenError("invalid signature", reason="bad_signature", context=ctx)
+        identity = self._identity(payload, now, ctx)
+        expires = identity.expires_at or now
+        self._hits.put(token, identity, min(expires, now + self.cache_ttl), key)
+        return identity
+
+    # -- claims ----------------------------------------------------------------------------
+
+    def _identity(self, p: Mapping[str, Any], now: float, ctx: Mapping[str, Any]) -> Identity:
+        leeway = self.leeway
+        exp = p.get("exp")
+        if exp is None:
+            raise TokenError("token has no exp", reason="missing_exp", context=ctx)
+        if not _number(exp):
+            raise TokenError("malformed exp", reason="malformed_claim", context=ctx)
+        if now > exp + leeway:
+            raise TokenError("token expired", reason="expired", context=ctx)
+        nbf = p.get("nbf")
+        if nbf is not None and (not _number(nbf) or now + leeway < nbf):
+            raise TokenError("token not yet valid", reason="not_yet_valid", context=ctx)
+        iat = p.get("iat")
+        if iat is not None and (not _number(iat) or iat > now + leeway):
+            raise TokenError("token issued in the future", reason="bad_iat", context=ctx)
+        aud = p.get("aud")
+        auds = {aud} if isinstance(aud, str) else aud if isinstance(aud, list) else None
+        if (
+            not auds
+            or not all(isinstance(a, str) for a in auds)
+            or not (self.audiences & set(auds))
+        ):
+            raise TokenError("invalid audience", reason="bad_audience", context=ctx)
+        for claim in self.required_claims:
+            if claim not in p:
+                raise TokenError(f"token has no {claim}", reason="missing_claim", context=ctx)
+        client_id = p.get("client_id", p.get("azp"))
+        client_id = client_id if isinstance(client_id, str) else None
+        subject = _claim_path(p, self.subject_claim)
+        if not isinstance(subject, str) or not subject:
+            subject = client_id
+        if not subject:
+            raise TokenError("token has no subject", reason="missing_sub", context=ctx)
+        cnf = p.get("cnf")
+        jkt = cnf.get("jkt") if isinstance(cnf, Mapping) else None
+        return Identity(
+            subject=subject,
+            scopes=self._scopes(p),
+            method=self.method,
+            claims=MappingProxyType(dict(p)),
+            expires_at=float(exp),
+            client_id=client_id,
+            issuer=self.issuer,
+            dpop_jkt=jkt if isinstance(jkt, str) else None,
+        )
+
+    def _scopes(self, claims: Mapping[str, Any]) -> frozenset[str]:
+        scopes: set[str] = set()
+        for source in self.scope_claims:
+            value = source(claims) if callable(source) else _claim_path(claims, source)
+            if isinstance(value, str):
+                scopes.update(value.split())
+            elif isinstance(value, (list, tuple, set, frozenset)):
+                scopes.update(v for v in value if isinstance(v, str))
+        return frozenset(scopes)
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def _get(self, url: str, *, join: bool = True) -> Effect:
+        return Effect(
+            key=("GET", url),
+            sync=partial(self._http.request, "GET", url, headers=_ACCEPT_JSON),
+            async_=partial(self._http.arequest, "GET", url, headers=_ACCEPT_JSON),
+            timeout=self.timeout,
+            join=join,
+        )
+
+    def _refresh(self, now: float, *, wait: bool) -> Flow[None]:
+        """Fetch the JWKS (discovering its URL first if needed) and merge it. Failures are
+        logged and remembered; the current keys stay in use (stale-if-error)."""
+        keyset = self._keys
+        try:
+            uri = self._jwks_uri or self._discovered
+            if uri is None:
+                uri = yield from self._discover()
+            result = yield self._get(uri, join=wait)
+            if result is BUSY:
+                return
+            keyset.update(result, self._clock())
+        except (EffectFailed, JWKSError, ServiceUnavailable) as exc:
+            keyset.failed(self._clock())
+            log.warning(
+                "JWKS refresh failed: iss=%s error=%s stale_keys=%s",
+                self.issuer,
+                getattr(exc, "reason", None) if not isinstance(exc, JWKSError) else exc,
+                keyset.usable(now),
+            )
+
+    def _discover(self) -> Flow[str]:
+        for url in discovery_urls(self.issuer):
+            result = yield self._get(url)
+            if result.status == 404:
+                continue
+            if result.status != 200:
+                raise ServiceUnavailable(
+                    "discovery failed", reason="discovery_failed", context={"iss": self.issuer}
+                )
+            try:
+                doc = json.loads(result.content)
+            except ValueError:
+                doc = None
+            # RFC 8414 §3.3 / OIDC Discovery §4.3: the document must name this issuer.
+            if not isinstance(doc, dict) or doc.get("issuer") != self.issuer:
+                raise ServiceUnavailable(
+                    "discovery document invalid",
+                    reason="discovery_invalid",
+                    context={"iss": self.issuer},
+                )
+            uri = doc.get("jwks_uri")
+            try:
+                self._discovered = require_secure_url(str(uri), "jwks_uri")
+            except ValueError:
+                raise ServiceUnavailable(
+                    "discovery document invalid",
+                    reason="discovery_invalid",
+                    context={"iss": self.issuer},
+                ) from None
+            self.metadata = MappingProxyType(doc)
+            return self._discovered
+        raise ServiceUnavailable(
+            "no discovery document", reason="discovery_failed", context={"iss": self.issuer}
+        )
+
+
+__all__ = ["JWTAuth", "VerifyKey"]
