@@ -14,6 +14,7 @@ from .errors import (
 )
 from .gate import GateOptions
 from .identity import ANONYMOUS, AuthUser, Identity
+from .jwt import JWTAuth
 from .middleware import AuthMiddleware
 from .rules import Rule
 
@@ -31,6 +32,7 @@ __all__ = [
     "InsufficientScope",
     "InvalidRequest",
     "InvalidToken",
+    "JWTAuth",
     "MissingCredentials",
     "RequestInfo",
     "Rule",

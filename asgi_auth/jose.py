@@ -50,10 +50,20 @@ ALGORITHMS = frozenset(
 ASYMMETRIC = ALGORITHMS - {"HS256", "HS384", "HS512"}
 
 
+_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# Unused low bits of the last character for each length mod 4 (1 is never valid).
+_SPARE_BITS = {2: 0b1111, 3: 0b11}
+
+
 def b64decode(segment: str) -> bytes:
-    """Strict base64url (RFC 7515 §2): no padding, no whitespace, no foreign characters."""
+    """Strict base64url (RFC 7515 §2): no padding, no whitespace, no foreign characters,
+    and canonical (unused trailing bits zero), so one value has exactly one encoding and
+    no token can be altered without changing what it says."""
     if "=" in segment:
         raise binascii.Error("padding")
+    spare = _SPARE_BITS.get(len(segment) % 4)
+    if spare is not None and _ALPHABET.find(segment[-1]) & spare:
+        raise binascii.Error("non-canonical encoding")
     return binascii.a2b_base64(
         segment.translate(_B64URL) + "=" * (-len(segment) % 4), strict_mode=True
     )

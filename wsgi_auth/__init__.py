@@ -11,6 +11,7 @@ from asgi_auth import (
     AuthError,
     ErrorResponse,
     Identity,
+    JWTAuth,
     Rule,
 )
 
@@ -25,5 +26,6 @@ __all__ = [
     "Authenticator",
     "ErrorResponse",
     "Identity",
+    "JWTAuth",
     "Rule",
 ]

@@ -1,0 +1,178 @@
+"""A real HTTP identity provider for tests: discovery, JWKS, on 127.0.0.1 only.
+
+It can rotate keys, answer 500, answer garbage, stall and drop keys, and it counts the
+fetches it served. Tokens are minted with joserfc, an independent JOSE library.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from joserfc import jwt as jjwt
+from joserfc.jwk import ECKey, OctKey, OKPKey, RSAKey
+
+KEY_FACTORIES = {
+    "RS": lambda: RSAKey.generate_key(2048),
+    "PS": lambda: RSAKey.generate_key(2048),
+    "ES256": lambda: ECKey.generate_key("P-256"),
+    "ES384": lambda: ECKey.generate_key("P-384"),
+    "ES512": lambda: ECKey.generate_key("P-521"),
+    "ES256K": lambda: ECKey.generate_key("secp256k1"),
+    "EdDSA": lambda: OKPKey.generate_key("Ed25519"),
+    "Ed25519": lambda: OKPKey.generate_key("Ed25519"),
+    "HS": lambda: OctKey.generate_key(256),
+}
+
+
+def new_key(alg: str) -> Any:
+    factory = KEY_FACTORIES.get(alg) or KEY_FACTORIES[alg[:2]]
+    return factory()
+
+
+def mint(
+    key: Any, claims: Mapping[str, Any], *, alg: str, kid: str | None = "k1", **header: Any
+) -> str:
+    hdr = {"alg": alg, **header}
+    if kid is not None:
+        hdr["kid"] = kid
+    return jjwt.encode(hdr, dict(claims), key, algorithms=[alg])
+
+
+def public_jwk(key: Any, kid: str | None, alg: str | None = None) -> dict[str, Any]:
+    jwk = key.as_dict(private=False)
+    for k in ("kid", "alg", "use"):
+        jwk.pop(k, None)
+    if kid is not None:
+        jwk["kid"] = kid
+    if alg is not None:
+        jwk["alg"] = alg
+    return jwk
+
+
+class IdP:
+    """State of the fake issuer, shared with its handler threads."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str | None, tuple[Any, str]] = {}
+        self.mode = "ok"  # ok | 500 | garbage | notjwks | stall
+        self.discovery = "oidc"  # oidc | rfc8414 | none | wrong-issuer
+        self.cache_control: str | None = "max-age=300"
+        self.stall_event = threading.Event()
+        self.fetches = 0
+        self.discovery_fetches = 0
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+        self.hidden: set[str | None] = set()
+        self.clock: Callable[[], float] = time.time
+
+    @property
+    def issuer(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def jwks_uri(self) -> str:
+        return self.issuer + "/jwks"
+
+    def add_key(self, alg: str, kid: str | None = "k1", key: Any = None) -> Any:
+        key = key or new_key(alg)
+        self.keys[kid] = (key, alg)
+        return key
+
+    def token(self, kid: str | None = "k1", *, alg: str | None = None, **claims: Any) -> str:
+        key, key_alg = self.keys[kid]
+        now = int(self.clock())
+        body = {
+            "iss": self.issuer,
+            "aud": "api",
+            "sub": "user-1",
+            "iat": now,
+            "exp": now + 600,
+            "scope": "read write",
+            **claims,
+        }
+        body = {k: v for k, v in body.items() if v is not None}
+        return mint(key, body, alg=alg or key_alg, kid=kid)
+
+    def jwks(self) -> dict[str, Any]:
+        return {
+            "keys": [
+                public_jwk(k, kid)
+                for kid, (k, alg) in self.keys.items()
+                if kid not in self.hidden and not alg.startswith("HS")
+            ]
+        }
+
+
+def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            if idp.cache_control and status == 200:
+                self.send_header("Cache-Control", idp.cache_control)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/.well-known/"):
+                with idp.lock:
+                    idp.discovery_fetches += 1
+                kind = (
+                    "oidc"
+                    if self.path == "/.well-known/openid-configuration"
+                    else "rfc8414"
+                    if self.path.startswith("/.well-known/oauth-authorization-server")
+                    else None
+                )
+                if idp.discovery == "wrong-issuer" and kind == "oidc":
+                    doc = {"issuer": "https://evil.example", "jwks_uri": idp.jwks_uri}
+                    return self._send(200, json.dumps(doc).encode())
+                if kind != idp.discovery:
+                    return self._send(404, b"{}")
+                doc = {"issuer": idp.issuer, "jwks_uri": idp.jwks_uri}
+                return self._send(200, json.dumps(doc).encode())
+            if self.path == "/jwks":
+                with idp.lock:
+                    idp.fetches += 1
+                mode = idp.mode
+                if mode == "stall":
+                    idp.stall_event.wait(10)
+                    return self._send(200, json.dumps(idp.jwks()).encode())
+                if mode == "500":
+                    return self._send(500, b"oops", "text/plain")
+                if mode == "garbage":
+                    return self._send(200, b"<html>not json", "text/html")
+                if mode == "notjwks":
+                    return self._send(200, b'{"keys": [{"kty": "RSA", "n": "AQAB"}]}')
+                return self._send(200, json.dumps(idp.jwks()).encode())
+            self._send(404, b"{}")
+
+    return Handler
+
+
+@contextmanager
+def running_idp() -> Iterator[IdP]:
+    idp = IdP()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(idp))
+    server.daemon_threads = True
+    idp.server = server
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield idp
+    finally:
+        idp.stall_event.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

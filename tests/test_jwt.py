@@ -1,0 +1,714 @@
+"""JWTAuth against a real JWKS/discovery server on 127.0.0.1, tokens minted by joserfc."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from asgi_auth import AuthMiddleware, Identity, JWTAuth
+from asgi_auth.authenticator import RequestInfo
+from asgi_auth.errors import AuthError, ServiceUnavailable
+from asgi_auth.flow import AsyncDriver, SyncDriver
+from asgi_auth.jose import TokenError
+from tests.idp import IdP, mint, new_key, public_jwk, running_idp
+
+REQ = RequestInfo("GET", "/", "http", "127.0.0.1")
+ASYMMETRIC = [
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "ES256K",
+    "EdDSA",
+    "Ed25519",
+]
+
+pytestmark = pytest.mark.filterwarnings("ignore::joserfc.errors.SecurityWarning")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def idp() -> Iterator[IdP]:
+    with running_idp() as server:
+        yield server
+
+
+@pytest.fixture
+def clock(idp: IdP) -> Clock:
+    c = Clock()
+    idp.clock = c  # tokens are minted at the authenticator's time
+    return c
+
+
+def check(auth: JWTAuth, token: str) -> Identity:
+    cached = auth.cached(token)
+    return cached if cached is not None else SyncDriver().run(auth.flow(token, REQ))
+
+
+def rejects(auth: JWTAuth, token: str) -> AuthError:
+    with pytest.raises(AuthError) as info:
+        check(auth, token)
+    return info.value
+
+
+# -- algorithms ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ASYMMETRIC)
+def test_every_asymmetric_algorithm_via_discovery(idp: IdP, alg: str) -> None:
+    idp.add_key(alg)
+    auth = JWTAuth(idp.issuer, "api", algorithms=[alg])
+    ident = check(auth, idp.token())
+    assert ident.subject == "user-1"
+    assert ident.scopes == {"read", "write"}
+    assert ident.method == "jwt"
+    assert ident.issuer == idp.issuer
+    assert idp.fetches == 1
+
+
+@pytest.mark.parametrize("alg", ["HS256", "HS384", "HS512"])
+def test_hmac_with_a_static_secret(alg: str) -> None:
+    key = new_key(alg)
+    now = int(time.time())
+    token = mint(key, {"iss": "svc", "aud": "api", "sub": "s", "exp": now + 60}, alg=alg)
+    auth = JWTAuth("svc", "api", algorithms=[alg], keys=key.raw_value)
+    assert check(auth, token).subject == "s"
+
+
+def test_hmac_is_never_taken_from_a_url(idp: IdP) -> None:
+    with pytest.raises(ValueError, match="static secret"):
+        JWTAuth(idp.issuer, "api", algorithms=["HS256"])
+
+
+@pytest.mark.parametrize("form", ["pem", "jwk", "jwks", "cert"])
+def test_static_public_keys(form: str) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    key = new_key("RS256")
+    now = int(time.time())
+    token = mint(key, {"iss": "i", "aud": "api", "sub": "s", "exp": now + 60}, alg="RS256")
+    private = key.private_key
+    if form == "pem":
+        material: Any = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    elif form == "jwk":
+        material = public_jwk(key, "k1")
+    elif form == "jwks":
+        material = {"keys": [public_jwk(key, "k1")]}
+    else:
+        import datetime as dt
+
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "idp")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(private.public_key())
+            .serial_number(1)
+            .not_valid_before(dt.datetime(2020, 1, 1))
+            .not_valid_after(dt.datetime(2040, 1, 1))
+            .sign(private, hashes.SHA256())
+        )
+        material = cert.public_bytes(serialization.Encoding.PEM)
+    auth = JWTAuth("i", "api", algorithms=["RS256"], keys=material)
+    assert check(auth, token).subject == "s"
+
+
+def test_rfc8414_discovery_fallback(idp: IdP) -> None:
+    idp.discovery = "rfc8414"
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"])
+    assert check(auth, idp.token()).subject == "user-1"
+
+
+def test_discovery_naming_another_issuer_is_refused(idp: IdP) -> None:
+    idp.discovery = "wrong-issuer"
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"])
+    err = rejects(auth, idp.token())
+    assert isinstance(err, ServiceUnavailable)
+    assert idp.fetches == 0
+
+
+# -- claims ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def es(idp: IdP, clock: Clock) -> JWTAuth:
+    idp.add_key("ES256")
+    return JWTAuth(
+        idp.issuer,
+        ["api", "other"],
+        algorithms=["ES256"],
+        jwks_uri=idp.jwks_uri,
+        clock=clock,
+        leeway=10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("claims", "description"),
+    [
+        ({"exp": None}, "token has no exp"),
+        ({"exp": "tomorrow"}, "malformed exp"),
+        ({"exp": int(time.time()) - 60}, "token expired"),
+        ({"nbf": int(time.time()) + 120}, "token not yet valid"),
+        ({"iat": int(time.time()) + 120}, "token issued in the future"),
+        ({"aud": "someone-else"}, "invalid audience"),
+        ({"aud": ["x", "y"]}, "invalid audience"),
+        ({"aud": None}, "invalid audience"),
+        ({"aud": 5}, "invalid audience"),
+        ({"iss": "https://evil.example"}, "invalid issuer"),
+        ({"iss": None}, "invalid issuer"),
+        ({"sub": None, "client_id": None}, "token has no subject"),
+    ],
+)
+def test_claims_are_checked(
+    idp: IdP, es: JWTAuth, claims: dict[str, Any], description: str
+) -> None:
+    err = rejects(es, idp.token(**claims))
+    assert err.status == 401
+    assert err.error == "invalid_token"
+    assert err.description == description
+
+
+def test_leeway_applies(idp: IdP, es: JWTAuth) -> None:
+    assert check(es, idp.token(exp=int(time.time()) - 5)).subject == "user-1"
+    assert check(es, idp.token(nbf=int(time.time()) + 5)).subject == "user-1"
+
+
+def test_audience_list_and_required_claims(idp: IdP, clock: Clock) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(
+        idp.issuer,
+        "api",
+        algorithms=["ES256"],
+        jwks_uri=idp.jwks_uri,
+        required_claims=["jti"],
+        clock=clock,
+    )
+    assert rejects(auth, idp.token(aud=["x", "api"])).description == "token has no jti"
+    assert check(auth, idp.token(aud=["x", "api"], jti="1")).subject == "user-1"
+
+
+def test_scopes_from_scp_list_and_custom_claims(idp: IdP) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(
+        idp.issuer,
+        "api",
+        algorithms=["ES256"],
+        jwks_uri=idp.jwks_uri,
+        scope_claims=["scp", "realm_access.roles", lambda c: c.get("roles", [])],
+    )
+    ident = check(
+        auth, idp.token(scope=None, scp=["a", "b"], realm_access={"roles": ["admin"]}, roles=["r1"])
+    )
+    assert ident.scopes == {"a", "b", "admin", "r1"}
+    ident = check(auth, idp.token(scope=None, scp="x y"))
+    assert ident.scopes == {"x", "y"}
+
+
+def test_subject_falls_back_to_client_id(idp: IdP, es: JWTAuth) -> None:
+    ident = check(es, idp.token(sub=None, client_id="machine-7"))
+    assert ident.subject == "machine-7"
+    assert ident.client_id == "machine-7"
+
+
+def test_typ_enforced_when_configured(idp: IdP) -> None:
+    key = idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, typ="at+jwt")
+    now = int(time.time())
+    claims = {"iss": idp.issuer, "aud": "api", "sub": "u", "exp": now + 60}
+    assert rejects(auth, mint(key, claims, alg="ES256", typ="JWT")).description == (
+        "wrong token type"
+    )
+    assert rejects(auth, mint(key, claims, alg="ES256")).description == "wrong token type"
+    assert check(auth, mint(key, claims, alg="ES256", typ="at+jwt")).subject == "u"
+    assert check(auth, mint(key, claims, alg="ES256", typ="application/at+JWT")).subject == "u"
+
+
+# -- attacks ---------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forge(header: dict[str, Any], claims: dict[str, Any], sig: bytes = b"") -> str:
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}.{_b64(sig)}"
+
+
+@pytest.fixture
+def rsa_idp(idp: IdP) -> IdP:
+    idp.add_key("RS256")
+    return idp
+
+
+def _claims(idp: IdP) -> dict[str, Any]:
+    return {"iss": idp.issuer, "aud": "api", "sub": "admin", "exp": int(time.time()) + 600}
+
+
+@pytest.mark.parametrize("none", ["none", "None", "NONE", "nOnE"])
+def test_alg_none_in_any_case(rsa_idp: IdP, none: str) -> None:
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    for sig in (b"", b"x"):
+        err = rejects(auth, _forge({"alg": none, "kid": "k1"}, _claims(rsa_idp), sig))
+        assert err.status == 401
+
+
+def test_hs256_signed_with_the_rsa_public_key(rsa_idp: IdP) -> None:
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import serialization
+
+    key = rsa_idp.keys["k1"][0]
+    pem = key.private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    jwk_text = json.dumps(public_jwk(key, "k1")).encode()
+    # Even a middleware that (wrongly) allows HS256 must not use the RSA key as a secret.
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    for secret in (pem, jwk_text):
+        head = _b64(json.dumps({"alg": "HS256", "kid": "k1"}).encode())
+        body = _b64(json.dumps(_claims(rsa_idp)).encode())
+        sig = hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
+        err = rejects(auth, f"{head}.{body}.{_b64(sig)}")
+        assert err.description == "token algorithm not allowed"
+    # And a JWKS-backed issuer can never be configured for HS256 at all.
+    with pytest.raises(ValueError):
+        JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256", "HS256"])
+
+
+@pytest.mark.parametrize("field", ["jwk", "jku", "x5u", "x5c"])
+def test_embedded_key_headers_never_choose_the_key(rsa_idp: IdP, field: str) -> None:
+    evil = new_key("RS256")
+    evil_jwk = public_jwk(evil, "k1")
+    value: Any = {
+        "jwk": evil_jwk,
+        "jku": "http://127.0.0.1:1/evil-jwks",
+        "x5u": "http://127.0.0.1:1/evil.pem",
+        "x5c": ["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"],
+    }[field]
+    token = mint(evil, _claims(rsa_idp), alg="RS256", kid="k1", **{field: value})
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    assert rejects(auth, token).description == "invalid signature"
+
+
+@pytest.mark.parametrize(
+    "kid",
+    [
+        "../../etc/passwd",
+        "' OR 1=1 --",
+        "k1\x00",
+        "/dev/null",
+        "http://evil/",
+        "x" * 300,
+        "k1/../k1",
+    ],
+)
+def test_kid_injection_strings(rsa_idp: IdP, kid: str) -> None:
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    key = rsa_idp.keys["k1"][0]
+    err = rejects(auth, mint(key, _claims(rsa_idp), alg="RS256", kid=kid))
+    assert err.status == 401
+    assert err.description in ("unknown signing key", "malformed kid")
+
+
+def test_crit_header_rejected(rsa_idp: IdP) -> None:
+    key = rsa_idp.keys["k1"][0]
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    token = mint(key, _claims(rsa_idp), alg="RS256", crit=["b64"], b64=True)
+    assert rejects(auth, token).description == "unsupported critical header"
+
+
+def test_signature_stripped_payload_swapped_and_one_byte_changed(rsa_idp: IdP) -> None:
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    good = rsa_idp.token()
+    head, body, sig = good.split(".")
+    assert check(auth, good).subject == "user-1"
+    swapped = _b64(json.dumps({**_claims(rsa_idp), "scope": "admin"}).encode())
+    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
+    for token in (
+        f"{head}.{body}.",
+        f"{head}.{body}",
+        f"{head}.{swapped}.{sig}",
+        f"{head}.{body}.{flipped}",
+    ):
+        err = rejects(auth, token)
+        assert err.status == 401, token
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "a.b.c.d.e",  # JWE-shaped
+        "not-a-token",
+        "eyJhbGciOiJSUzI1NiJ9.%%%.abc",
+        "e30.e30.",  # {}.{}.
+        "W10.e30.AA",  # header is a JSON array
+        "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOj.AA",  # truncated JSON
+        "eyJhbGciOiJSUzI1NiJ9==.e30.AA",  # padding
+        "eyJhbGci OiJSUzI1NiJ9.e30.AA",
+    ],
+)
+def test_malformed_tokens(rsa_idp: IdP, token: str) -> None:
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    err = rejects(auth, token)
+    assert err.status == 401
+    assert rsa_idp.fetches == 0  # junk never causes a key fetch
+
+
+def test_oversized_token_is_refused_by_the_middleware(rsa_idp: IdP) -> None:
+    app = AuthMiddleware(
+        _app(), authenticators=[JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])]
+    )
+    big = rsa_idp.token(padding="x" * 50_000)
+    with _client(app) as c:
+        assert c.get("/", headers={"Authorization": f"Bearer {big}"}).status_code == 400
+
+
+# -- the JWKS cache ----------------------------------------------------------------------
+
+
+def test_stale_keys_serve_when_the_issuer_fails(idp: IdP, clock: Clock) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], clock=clock, max_stale=3600)
+    assert check(auth, idp.token()).subject == "user-1"
+    for mode in ("500", "garbage", "notjwks"):
+        idp.mode = mode
+        clock.advance(400)  # past max-age=300: a refetch is due
+        before = idp.fetches
+        assert check(auth, idp.token(jti=mode)).subject == "user-1"
+        assert idp.fetches == before + 1
+    idp.mode = "ok"
+    clock.advance(400)
+    assert check(auth, idp.token(jti="back")).subject == "user-1"
+
+
+def test_stale_keys_expire_after_max_stale(idp: IdP, clock: Clock) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], clock=clock, max_stale=600)
+    check(auth, idp.token())
+    idp.mode = "500"
+    clock.advance(300 + 601)
+    err = rejects(auth, idp.token(jti="late"))
+    assert isinstance(err, ServiceUnavailable)
+    assert err.status == 503
+
+
+def test_cold_cache_with_issuer_down_is_503_not_401(idp: IdP) -> None:
+    idp.add_key("ES256")
+    idp.mode = "500"
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"])
+    err = rejects(auth, idp.token())
+    assert err.status == 503
+    assert dict(err.headers([]))["Retry-After"]
+
+
+def test_stalled_issuer_times_out_to_503(idp: IdP) -> None:
+    idp.add_key("ES256")
+    idp.mode = "stall"
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, timeout=0.5)
+    assert rejects(auth, idp.token()).status == 503
+    idp.stall_event.set()
+
+
+def test_failed_issuer_is_not_hammered(idp: IdP, clock: Clock) -> None:
+    idp.add_key("ES256")
+    idp.mode = "500"
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, clock=clock)
+    for i in range(20):
+        assert rejects(auth, idp.token(jti=str(i))).status == 503
+    assert idp.fetches == 1
+    clock.advance(6)
+    idp.mode = "ok"
+    assert check(auth, idp.token(jti="ok")).subject == "user-1"
+
+
+def test_cache_control_bounds(idp: IdP, clock: Clock) -> None:
+    idp.add_key("ES256")
+    idp.cache_control = "max-age=5"
+    auth = JWTAuth(
+        idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, clock=clock, jwks_min_ttl=60
+    )
+    check(auth, idp.token())
+    clock.advance(30)  # max-age says 5 s, the floor keeps the keys 60 s
+    check(auth, idp.token(jti="a"))
+    assert idp.fetches == 1
+    clock.advance(31)
+    check(auth, idp.token(jti="b"))
+    assert idp.fetches == 2
+
+
+def test_refresh_ahead_of_expiry(idp: IdP, clock: Clock) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, clock=clock)
+    check(auth, idp.token())
+    clock.advance(280)  # within the last 10% of max-age=300
+    check(auth, idp.token(jti="a"))
+    assert idp.fetches == 2
+
+
+def test_rotation_is_picked_up_on_the_first_new_kid(idp: IdP, clock: Clock) -> None:
+    idp.add_key("RS256", "old")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["RS256"], clock=clock)
+    assert check(auth, idp.token("old")).subject == "user-1"
+    idp.add_key("RS256", "new")
+    assert check(auth, idp.token("new")).subject == "user-1"
+    assert idp.fetches == 2
+
+
+def test_unknown_kids_are_rate_limited(idp: IdP, clock: Clock) -> None:
+    import secrets
+
+    key = idp.add_key("ES256")
+    auth = JWTAuth(
+        idp.issuer,
+        "api",
+        algorithms=["ES256"],
+        jwks_uri=idp.jwks_uri,
+        clock=clock,
+        unknown_kid_interval=30,
+    )
+    check(auth, idp.token())
+    claims = _claims(idp)
+    for i in range(200):
+        token = mint(key, claims, alg="ES256", kid=secrets.token_hex(8))
+        assert rejects(auth, token).description == "unknown signing key"
+        if i % 50 == 49:
+            clock.advance(31)
+    # One initial fetch, then at most one per 30 s interval: 200 kids over ~2 min.
+    assert idp.fetches <= 1 + 4
+
+
+def test_key_missing_briefly_keeps_verifying_then_stops(idp: IdP, clock: Clock) -> None:
+    idp.add_key("ES256", "a")
+    idp.add_key("ES256", "b")
+    auth = JWTAuth(
+        idp.issuer,
+        "api",
+        algorithms=["ES256"],
+        jwks_uri=idp.jwks_uri,
+        clock=clock,
+        missing_key_grace=900,
+        cache_ttl=3600,
+    )
+    token_a = idp.token("a", exp=int(clock.now) + 7200)
+    check(auth, token_a)
+    idp.hidden = {"a"}  # the issuer's answer briefly lacks key a (Entra rollover)
+    clock.advance(301)
+    assert check(auth, idp.token("a", jti="1", exp=int(clock.now) + 7200)).subject == "user-1"
+    assert auth.cached(token_a) is not None
+    clock.advance(900)
+    err = rejects(auth, idp.token("a", jti="2", exp=int(clock.now) + 7200))
+    assert err.description == "unknown signing key"
+    assert auth.cached(token_a) is None  # cached tokens die with their key
+
+
+def test_verified_token_cache(idp: IdP, clock: Clock) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(
+        idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, clock=clock, cache_ttl=120
+    )
+    token = idp.token(exp=int(clock.now) + 60)
+    ident = check(auth, token)
+    assert auth.cached(token) is ident
+    head, body, sig = token.split(".")
+    tampered = f"{head}.{body}.{sig[:-1]}{'A' if sig[-1] != 'A' else 'B'}"
+    assert auth.cached(tampered) is None
+    assert rejects(auth, tampered).status == 401
+    clock.advance(61)  # past exp: the cache stops answering at once
+    assert auth.cached(token) is None
+    assert check(auth, token).subject == "user-1"  # ... while the 30 s leeway still admits it
+    clock.advance(30)
+    assert rejects(auth, token).description == "token expired"
+
+
+def test_jwks_garbage_never_replaces_good_keys(idp: IdP, clock: Clock) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, clock=clock)
+    check(auth, idp.token())
+    idp.mode = "notjwks"
+    clock.advance(301)
+    check(auth, idp.token(jti="x"))
+    idp.mode = "ok"
+    idp.keys.clear()
+    idp.add_key("ES256", "k2")
+    clock.advance(6)
+    # The real answer now lacks k1: it keeps working during the grace period.
+    assert check(auth, idp.token("k2")).subject == "user-1"
+
+
+# -- concurrency and event loops ------------------------------------------------------
+
+
+def _app() -> Starlette:
+    async def home(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {"sub": request.user.identity.subject, "scopes": sorted(request.auth.scopes)}
+        )
+
+    return Starlette(routes=[Route("/", home)])
+
+
+def _client(app: Any) -> httpx.Client:
+    from starlette.testclient import TestClient
+
+    return TestClient(app)
+
+
+def test_100_concurrent_asgi_requests_cause_one_fetch(idp: IdP) -> None:
+    idp.add_key("RS256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["RS256"], jwks_uri=idp.jwks_uri)
+    app = AuthMiddleware(_app(), authenticators=[auth])
+    tokens = [idp.token(jti=str(i)) for i in range(100)]
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            rs = await asyncio.gather(
+                *(c.get("/", headers={"Authorization": f"Bearer {t}"}) for t in tokens)
+            )
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(main()) == [200] * 100
+    assert idp.fetches == 1
+    # A second event loop later: nothing is bound to the first one.
+    assert asyncio.run(main()) == [200] * 100
+    assert idp.fetches == 1
+
+
+def test_20_wsgi_threads_cause_one_fetch(idp: IdP) -> None:
+    from wsgi_auth import AuthMiddleware as WSGIAuth
+
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"])
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["wsgi_auth.identity"].subject.encode()]
+
+    app = WSGIAuth(wsgi_app, authenticators=[auth])
+    barrier = threading.Barrier(20)
+    results: list[str] = []
+
+    def worker(i: int) -> None:
+        status: list[str] = []
+        env = {
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": "/",
+            "wsgi.url_scheme": "http",
+            "HTTP_AUTHORIZATION": f"Bearer {idp.token(jti=str(i))}",
+        }
+        barrier.wait(timeout=30)
+        body = b"".join(app(env, lambda s, h, *a: status.append(s)))
+        results.append(f"{status[0]} {body.decode()}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert results == ["200 OK user-1"] * 20
+    assert idp.fetches == 1
+    assert idp.discovery_fetches == 1
+
+
+def test_async_driver_alone_single_flight(idp: IdP) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    driver = AsyncDriver()
+
+    async def main() -> set[str]:
+        ids = await asyncio.gather(
+            *(driver.run(auth.flow(idp.token(jti=str(i)), REQ)) for i in range(50))
+        )
+        return {i.subject for i in ids}
+
+    assert asyncio.run(main()) == {"user-1"}
+    assert idp.fetches == 1
+
+
+# -- the middleware --------------------------------------------------------------------
+
+
+def test_middleware_answers(idp: IdP) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    app = AuthMiddleware(_app(), authenticators=[auth])
+    with _client(app) as c:
+        r = c.get("/", headers={"Authorization": f"Bearer {idp.token()}"})
+        assert r.status_code == 200
+        assert r.json() == {"sub": "user-1", "scopes": ["read", "write"]}
+        r = c.get("/", headers={"Authorization": f"Bearer {idp.token(exp=1)}"})
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == (
+            'Bearer realm="api", error="invalid_token", error_description="token expired"'
+        )
+        assert r.json() == {"error": "invalid_token", "error_description": "token expired"}
+        r = c.get("/")
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == 'Bearer realm="api"'
+        idp.mode = "500"
+        other = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    with _client(AuthMiddleware(_app(), authenticators=[other])) as c:
+        r = c.get("/", headers={"Authorization": f"Bearer {idp.token()}"})
+        assert r.status_code == 503
+        assert "retry-after" in r.headers
+
+
+def test_several_issuers_are_chosen_by_iss() -> None:
+    with running_idp() as a, running_idp() as b:
+        a.add_key("ES256")
+        b.add_key("RS256")
+        auth_a = JWTAuth(a.issuer, "api", algorithms=["ES256"])
+        auth_b = JWTAuth(b.issuer, "api", algorithms=["RS256"])
+        app = AuthMiddleware(_app(), authenticators=[auth_a, auth_b])
+        with _client(app) as c:
+            for idp in (a, b, a, b):
+                r = c.get("/", headers={"Authorization": f"Bearer {idp.token()}"})
+                assert r.status_code == 200
+        assert (a.fetches, b.fetches) == (1, 1)
+        # A token for b signed with a's key goes to b only, and fails there.
+        forged = mint(a.keys["k1"][0], {**_claims(b)}, alg="ES256")
+        with _client(app) as c:
+            r = c.get("/", headers={"Authorization": f"Bearer {forged}"})
+        assert r.status_code == 401
+        assert a.fetches == 1
+
+
+def test_token_error_is_a_token_error(idp: IdP) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    assert isinstance(rejects(auth, "x.y.z"), TokenError)
