@@ -140,7 +140,9 @@ class Gate:
 
     # -- per request -------------------------------------------------------------------
 
-    def _checked(self, value: str, label: str) -> str:
+    def check_credential(self, value: str, label: str) -> None:
+        """Refuse (400) a value that cannot be a credential. Run before a full check and
+        skipped on cache hits: a cached credential is one that passed this already."""
         if not value:
             raise InvalidRequest(f"empty {label}", reason="empty_credential")
         if len(value) > self.max_credential_bytes:
@@ -149,28 +151,26 @@ class Gate:
             # WSGI servers join repeated headers with commas, and the ASGI middleware does
             # the same, so one check catches both. No credential format uses commas.
             raise InvalidRequest(f"more than one {label}", reason="duplicate_credential")
-        if not (value.isascii() and value.isprintable()):
+        if " " in value or not (value.isascii() and value.isprintable()):
             raise InvalidRequest(f"{label} is not a valid credential", reason="malformed_header")
-        return value
 
-    def extract(self, found: Mapping[str, str], query: str) -> tuple[Authenticator, str] | None:
-        """The credential in the request and the authenticator that owns it, or None.
+    def extract(
+        self, found: Mapping[str, str], query: str
+    ) -> tuple[Authenticator, str, str] | None:
+        """`(authenticator, credential, label)` for the request's credential, or None.
 
-        Raises `InvalidRequest` for a malformed header, two credentials (RFC 6750 §3.1:
-        more than one method), or credentials in the query string where refused.
+        Raises `InvalidRequest` for two credentials (RFC 6750 §3.1: more than one
+        method), a malformed `Authorization` header, or credentials in the query string
+        where refused. The credential itself is not yet checked: see `check_credential`.
         """
-        got: tuple[Authenticator, str] | None = None
+        got: tuple[Authenticator, str, str] | None = None
         authz = found.get("authorization")
         if authz is not None:
             scheme, _, token = authz.partition(" ")
             auths = self.by_scheme.get(scheme.lower())
             if auths is not None:
-                token = self._checked(token.lstrip(" "), "Authorization header")
-                if " " in token:
-                    raise InvalidRequest(
-                        "malformed Authorization header", reason="malformed_header"
-                    )
-                got = (self._owner(auths, token), token)
+                token = token.lstrip(" ")
+                got = (self._owner(auths, token), token, "Authorization header")
             elif not token.strip() or not scheme:
                 raise InvalidRequest("malformed Authorization header", reason="malformed_header")
         for name, auth in self.header_auths:
@@ -178,7 +178,7 @@ class Gate:
             if value is not None:
                 if got is not None:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
-                got = (auth, self._checked(value.strip(" "), f"{name} header"))
+                got = (auth, value.strip(" "), name + " header")
         if query and (got is None or self.by_query):
             q = self._from_query(query)
             if q is not None:
@@ -188,14 +188,14 @@ class Gate:
         return got
 
     def _owner(self, auths: list[Authenticator], token: str) -> Authenticator:
-        if len(auths) == 1:
-            return auths[0]
+        if len(auths) == 1 or len(token) > self.max_credential_bytes:
+            return auths[0]  # one owner, or junk that check_credential refuses anyway
         for auth in auths:
             if auth.accepts(token):
                 return auth
         return auths[-1]
 
-    def _from_query(self, query: str) -> tuple[Authenticator, str] | None:
+    def _from_query(self, query: str) -> tuple[Authenticator, str, str] | None:
         got = None
         for name, value in parse_qsl(query, keep_blank_values=True):
             if name in self.refused_query_names:
@@ -207,7 +207,7 @@ class Gate:
             if auth is not None:
                 if got is not None:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
-                got = (auth, self._checked(value, f"{name} parameter"))
+                got = (auth, value, f"{name} parameter")
         return got
 
     def is_preflight(self, method: str, found: Mapping[str, str]) -> bool:

@@ -29,6 +29,11 @@ class Identity:
     issuer: str | None = None
     dpop_jkt: str | None = None
     name: str | None = None
+    #: The `scope["user"]` object for this identity, made once rather than per request.
+    user: AuthUser = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user", AuthUser(self))
 
     @property
     def is_authenticated(self) -> bool:
@@ -64,4 +69,4 @@ class AuthUser:
         return f"AuthUser(subject={self.identity.subject!r}, method={self.identity.method!r})"
 
 
-ANONYMOUS_USER = AuthUser(ANONYMOUS)
+ANONYMOUS_USER = ANONYMOUS.user

@@ -14,11 +14,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 from .authenticator import RequestInfo
 from .cache import HitCache
-from .errors import Challenge, ServiceUnavailable
+from .errors import AuthError, Challenge, ServiceUnavailable
 from .flow import BUSY, Effect, EffectFailed, Flow
 from .http import HTTP, require_secure_url
 from .identity import Identity
-from .jose import ALGORITHMS, ASYMMETRIC, TokenError, VerifyKey, load_static_key, parse_jws
+from .jose import (
+    ALGORITHMS,
+    ASYMMETRIC,
+    TokenError,
+    VerifyKey,
+    json_segment,
+    load_static_key,
+    signature_segment,
+    split_jws,
+)
 from .jose import peek_payload as _peek
 from .jwks import JWKSError, KeySet
 
@@ -33,12 +42,31 @@ def _number(value: object) -> bool:
 
 
 def _claim_path(claims: Mapping[str, Any], path: str) -> Any:
+    if "." not in path:
+        return claims.get(path)
     value: Any = claims
     for part in path.split("."):
-        if not isinstance(value, Mapping):
+        if type(value) is not dict:
             return None
         value = value.get(part)
     return value
+
+
+def _log_context(token: str) -> dict[str, object]:
+    """Non-secret facts about a failed token, for the log line: `kid`, `iss`, `sub`."""
+    parts = token.split(".")
+    ctx: dict[str, object] = {}
+    if len(parts) == 3:
+        for segment, names in ((parts[0], ("kid", "alg")), (parts[1], ("iss", "sub"))):
+            try:
+                data = json_segment(segment, "")
+            except TokenError:
+                continue
+            for name in names:
+                value = data.get(name)
+                if type(value) is str:
+                    ctx[name] = value[:100]
+    return ctx
 
 
 def discovery_urls(issuer: str) -> list[str]:
@@ -139,6 +167,7 @@ class JWTAuth:
         params = (("realm", realm),) if realm else ()
         self.challenge = Challenge("Bearer", params)
         self._hits = HitCache(max_cache_entries, clock)
+        self._headers: dict[str, tuple[str, str | None]] = {}
 
         if keys is not None:
             if jwks_uri is not None:
@@ -184,29 +213,45 @@ class JWTAuth:
         return self._hits.get(token)
 
     def flow(self, token: str, request: RequestInfo) -> Flow[Identity]:
-        jws = parse_jws(token)
-        header, payload = jws.header, jws.payload
+        try:
+            return (yield from self._verify(token))
+        except AuthError as err:
+            if not err.context:
+                err.context = _log_context(token)
+            raise
+
+    def _header(self, segment: str) -> tuple[str, str | None]:
+        """`(alg, kid)` of a JOSE header, validated. Tokens of one issuer share a handful
+        of headers, so results are memoised (bounded) by the segment's exact text."""
+        known = self._headers.get(segment)
+        if known is not None:
+            return known
+        header = json_segment(segment, "header")
         alg = header.get("alg")
         kid = header.get("kid")
-        iss = payload.get("iss")
-        ctx = {
-            "iss": iss if isinstance(iss, str) else None,
-            "kid": kid if isinstance(kid, str) else None,
-            "sub": payload.get("sub") if isinstance(payload.get("sub"), str) else None,
-        }
-        if not isinstance(alg, str) or alg not in self.algorithms:
-            raise TokenError("token algorithm not allowed", reason="alg_not_allowed", context=ctx)
+        if type(alg) is not str or alg not in self.algorithms:
+            raise TokenError("token algorithm not allowed", reason="alg_not_allowed")
         if "crit" in header:
             # RFC 7515 §4.1.11: we understand no extensions, so a critical one is fatal.
-            raise TokenError("unsupported critical header", reason="crit", context=ctx)
+            raise TokenError("unsupported critical header", reason="crit")
         if self.typ is not None:
             typ = header.get("typ")
-            if not isinstance(typ, str) or typ.lower().removeprefix("application/") != self.typ:
-                raise TokenError("wrong token type", reason="bad_typ", context=ctx)
-        if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > 256):
-            raise TokenError("malformed kid", reason="malformed_token", context=ctx)
-        if iss != self.issuer:
-            raise TokenError("invalid issuer", reason="bad_issuer", context=ctx)
+            if type(typ) is not str or typ.lower().removeprefix("application/") != self.typ:
+                raise TokenError("wrong token type", reason="bad_typ")
+        if kid is not None and (type(kid) is not str or not kid or len(kid) > 256):
+            raise TokenError("malformed kid", reason="malformed_token")
+        if len(self._headers) >= 64:
+            self._headers.clear()
+        self._headers[segment] = result = (alg, kid)
+        return result
+
+    def _verify(self, token: str) -> Flow[Identity]:
+        h, p, s = split_jws(token)
+        alg, kid = self._header(h)
+        payload = json_segment(p, "payload")
+        if payload.get("iss") != self.issuer:
+            raise TokenError("invalid issuer", reason="bad_issuer")
+        signature = signature_segment(s)
 
         now = self._clock()
         keyset = self._keys
@@ -216,40 +261,40 @@ class JWTAuth:
             due = "wait"
         if due is not None:
             yield from self._refresh(now, wait=due == "wait" or not keyset.usable(now))
-        now = self._clock()
+            now = self._clock()
         if not keyset.usable(now):
-            raise ServiceUnavailable(
-                "signing keys unavailable", reason="jwks_unavailable", context=ctx
-            )
+            raise ServiceUnavailable("signing keys unavailable", reason="jwks_unavailable")
         keyset.expire_missing(now)
-        candidates = keyset.find(kid, alg)
-        if not candidates:
-            raise TokenError("unknown signing key", reason="unknown_kid", context=ctx)
-        key = next((k for k in candidates if k.verify(alg, jws.signing_input, jws.signature)), None)
-        if key is None:
-            raise TokenError("invalid signature", reason="bad_signature", context=ctx)
-        identity = self._identity(payload, now, ctx)
+        message = f"{h}.{p}".encode("ascii")
+        for key in keyset.find(kid, alg):
+            if key.verify(alg, message, signature):
+                break
+        else:
+            if not keyset.find(kid, alg):
+                raise TokenError("unknown signing key", reason="unknown_kid")
+            raise TokenError("invalid signature", reason="bad_signature")
+        identity = self._identity(payload, now)
         expires = identity.expires_at or now
         self._hits.put(token, identity, min(expires, now + self.cache_ttl), key)
         return identity
 
     # -- claims ----------------------------------------------------------------------------
 
-    def _identity(self, p: Mapping[str, Any], now: float, ctx: Mapping[str, Any]) -> Identity:
+    def _identity(self, p: dict[str, Any], now: float) -> Identity:
         leeway = self.leeway
         exp = p.get("exp")
         if exp is None:
-            raise TokenError("token has no exp", reason="missing_exp", context=ctx)
+            raise TokenError("token has no exp", reason="missing_exp")
         if not _number(exp):
-            raise TokenError("malformed exp", reason="malformed_claim", context=ctx)
+            raise TokenError("malformed exp", reason="malformed_claim")
         if now > exp + leeway:
-            raise TokenError("token expired", reason="expired", context=ctx)
+            raise TokenError("token expired", reason="expired")
         nbf = p.get("nbf")
         if nbf is not None and (not _number(nbf) or now + leeway < nbf):
-            raise TokenError("token not yet valid", reason="not_yet_valid", context=ctx)
+            raise TokenError("token not yet valid", reason="not_yet_valid")
         iat = p.get("iat")
         if iat is not None and (not _number(iat) or iat > now + leeway):
-            raise TokenError("token issued in the future", reason="bad_iat", context=ctx)
+            raise TokenError("token issued in the future", reason="bad_iat")
         aud = p.get("aud")
         auds = {aud} if isinstance(aud, str) else aud if isinstance(aud, list) else None
         if (
@@ -257,19 +302,19 @@ class JWTAuth:
             or not all(isinstance(a, str) for a in auds)
             or not (self.audiences & set(auds))
         ):
-            raise TokenError("invalid audience", reason="bad_audience", context=ctx)
+            raise TokenError("invalid audience", reason="bad_audience")
         for claim in self.required_claims:
             if claim not in p:
-                raise TokenError(f"token has no {claim}", reason="missing_claim", context=ctx)
+                raise TokenError(f"token has no {claim}", reason="missing_claim")
         client_id = p.get("client_id", p.get("azp"))
         client_id = client_id if isinstance(client_id, str) else None
         subject = _claim_path(p, self.subject_claim)
         if not isinstance(subject, str) or not subject:
             subject = client_id
         if not subject:
-            raise TokenError("token has no subject", reason="missing_sub", context=ctx)
+            raise TokenError("token has no subject", reason="missing_sub")
         cnf = p.get("cnf")
-        jkt = cnf.get("jkt") if isinstance(cnf, Mapping) else None
+        jkt = cnf.get("jkt") if type(cnf) is dict else None
         return Identity(
             subject=subject,
             scopes=self._scopes(p),

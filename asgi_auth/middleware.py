@@ -10,7 +10,7 @@ from .authenticator import Authenticator, RequestInfo
 from .errors import AuthError, ErrorResponse, MissingCredentials
 from .flow import AsyncDriver
 from .gate import Gate, GateOptions
-from .identity import ANONYMOUS, ANONYMOUS_USER, AuthUser
+from .identity import ANONYMOUS, ANONYMOUS_USER
 from .types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("asgi_auth")
@@ -75,11 +75,12 @@ class AuthMiddleware:
                     await self.app(scope, receive, send)
                     return
                 raise MissingCredentials()
-            auth, token = got
+            auth, token, label = got
             if gate.require_https:
                 gate.check_transport(scope.get("scheme", "http"), _client(scope), found)
             identity = auth.cached(token)
             if identity is None:
+                gate.check_credential(token, label)
                 identity = await self._driver.run(auth.flow(token, _info(scope, method)))
             if decision.scopes:
                 gate.authorize(decision, identity)
@@ -87,7 +88,7 @@ class AuthMiddleware:
             await self._deny(gate.deny(error, _info(scope, method)), error, scope, receive, send)
             return
         scope["auth"] = identity
-        scope["user"] = AuthUser(identity)
+        scope["user"] = identity.user
         await self.app(scope, receive, send)
 
     async def _deny(

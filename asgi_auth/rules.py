@@ -100,6 +100,10 @@ def is_canonical(path: str) -> bool:
     )
 
 
+_MEMO_ENTRIES = 4096
+_MEMO_KEY_MAX = 256
+
+
 class Rules:
     """Compiled rules: a dict from path prefix to method-filtered decisions."""
 
@@ -138,6 +142,10 @@ class Rules:
         for entries in table.values():
             entries.sort(key=lambda e: e[0] is None)
         self._table = table
+        self._by_method = any(m is not None for e in table.values() for m, _ in e)
+        # Paths repeat: most requests answer from this memo with one dict lookup. Bounded
+        # in entries and in key length, so odd paths cannot grow it.
+        self._memo: dict[str, Decision] = {}
 
     def _match(self, method: str, path: str) -> Decision:
         table = self._table
@@ -154,6 +162,18 @@ class Rules:
 
     def decide(self, method: str, path: str) -> Decision:
         """The decision for a request; `path` is the decoded path, without query."""
+        key = method + " " + path if self._by_method else path
+        decision = self._memo.get(key)
+        if decision is None:
+            decision = self._decide(method, path)
+            if len(key) <= _MEMO_KEY_MAX:
+                memo = self._memo
+                if len(memo) >= _MEMO_ENTRIES:
+                    memo.clear()
+                memo[key] = decision
+        return decision
+
+    def _decide(self, method: str, path: str) -> Decision:
         if not self.case_sensitive:
             path = path.lower()
         if is_canonical(path):

@@ -65,13 +65,14 @@ class AuthMiddleware:
                     environ[IDENTITY_KEY] = ANONYMOUS
                     return self.app(environ, start_response)
                 raise MissingCredentials()
-            auth, token = got
+            auth, token, label = got
             if gate.require_https:
                 gate.check_transport(
                     environ.get("wsgi.url_scheme", "http"), environ.get("REMOTE_ADDR"), found
                 )
             identity = auth.cached(token)
             if identity is None:
+                gate.check_credential(token, label)
                 identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
             if decision.scopes:
                 gate.authorize(decision, identity)
