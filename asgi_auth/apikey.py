@@ -12,6 +12,7 @@ from types import MappingProxyType
 from cachetools import TLRUCache
 
 from .authenticator import RequestInfo
+from .cache import HitCache
 from .errors import Challenge, InvalidToken, ServiceUnavailable
 from .flow import Effect, EffectFailed, Flow
 from .identity import Identity
@@ -19,6 +20,10 @@ from .keys.base import KeyRecord, KeyStore
 from .keys.format import DEFAULT_PREFIX, KeyFormatError, check_prefix, hash_secret, parse
 
 _INF = float("inf")
+# A secret that matches no hash of a *cached* record may be a key rotated since the record
+# was fetched: look the record up again, at most this often per key id (bounded I/O for
+# attackers who know an id), so a new key works within a second, not after `cache_ttl`.
+_RECHECK_AFTER = 1.0
 
 
 class APIKeyAuth:
@@ -73,9 +78,10 @@ class APIKeyAuth:
         if header:
             params.append(("header", header))
         self.challenge = Challenge(scheme or "ApiKey", tuple(params))
-        # Hot path: exact key -> (identity, deadline). Only verified keys get in, so it is
-        # bounded by the keys in use; max_cache_entries caps it anyway.
-        self._hits: dict[str, tuple[Identity, float]] = {}
+        self._hits = HitCache(max_cache_entries, clock)
+        #: The hot path: the Identity of a key verified within `cache_ttl`, or None.
+        #: Bound straight to the cache, to spare a call per request.
+        self.cached: Callable[[str], Identity | None] = self._hits.get
         self._records: TLRUCache[str, tuple[KeyRecord, float]] = TLRUCache(
             maxsize=max_cache_entries, ttu=self._record_ttu, timer=clock
         )
@@ -96,24 +102,16 @@ class APIKeyAuth:
     def accepts(self, token: str) -> bool:
         return True
 
-    def cached(self, token: str) -> Identity | None:
-        hit = self._hits.get(token)
-        if hit is not None and hit[1] > self._clock():
-            return hit[0]
-        return None
-
     def invalidate(self, key_id: str | None = None) -> None:
         """Forget cached results (all, or one key's), e.g. right after revoking a key."""
         with self._lock:
             if key_id is None:
-                self._hits.clear()
                 self._records.clear()
                 self._unknown.clear()
-                return
-            self._records.pop(key_id, None)
-            self._unknown.pop(key_id, None)
-            for token in [t for t, (ident, _) in self._hits.items() if ident.key_id == key_id]:
-                del self._hits[token]
+            else:
+                self._records.pop(key_id, None)
+                self._unknown.pop(key_id, None)
+        self._hits.discard(None if key_id is None else lambda ident: ident.key_id == key_id)
 
     def flow(self, token: str, request: RequestInfo) -> Flow[Identity]:
         try:
@@ -129,35 +127,52 @@ class APIKeyAuth:
                 "unknown API key", reason="unknown_key", scheme=self.challenge.scheme, context=ctx
             )
         if cached is None:
-            try:
-                record = yield Effect(
-                    key=("api_key", id(self.store), key_id),
-                    sync=partial(self.store.get, key_id),
-                    async_=partial(self.store.aget, key_id),
-                    timeout=self.store_timeout,
-                )
-            except EffectFailed as exc:
-                raise ServiceUnavailable(
-                    "API key store unavailable",
-                    reason="key_store_unavailable",
-                    context={**ctx, "error": type(exc.cause).__name__},
-                ) from None
-            fetched_at = self._clock()
-            with self._lock:
-                if record is None:
-                    self._unknown[key_id] = True
-                else:
-                    self._records[key_id] = (record, fetched_at)
-            if record is None:
-                raise InvalidToken(
-                    "unknown API key",
-                    reason="unknown_key",
-                    scheme=self.challenge.scheme,
-                    context=ctx,
-                )
+            record, fetched_at = yield from self._fetch(key_id, ctx)
         else:
             record, fetched_at = cached
+            if self._clock() - fetched_at >= min(
+                _RECHECK_AFTER, self.cache_ttl
+            ) and not self._matches(key_id, secret, record):
+                record, fetched_at = yield from self._fetch(key_id, ctx)
         return self._verify(token, key_id, secret, record, fetched_at)
+
+    def _fetch(self, key_id: str, ctx: dict[str, str]) -> Flow[tuple[KeyRecord, float]]:
+        try:
+            record = yield Effect(
+                key=("api_key", id(self.store), key_id),
+                sync=partial(self.store.get, key_id),
+                async_=partial(self.store.aget, key_id),
+                timeout=self.store_timeout,
+            )
+        except EffectFailed as exc:
+            raise ServiceUnavailable(
+                "API key store unavailable",
+                reason="key_store_unavailable",
+                context={**ctx, "error": type(exc.cause).__name__},
+            ) from None
+        fetched_at = self._clock()
+        with self._lock:
+            if record is None:
+                self._records.pop(key_id, None)
+                self._unknown[key_id] = True
+            else:
+                self._records[key_id] = (record, fetched_at)
+        if record is None:
+            raise InvalidToken(
+                "unknown API key",
+                reason="unknown_key",
+                scheme=self.challenge.scheme,
+                context=ctx,
+            )
+        return record, fetched_at
+
+    def _matches(self, key_id: str, secret: str, record: KeyRecord) -> bool:
+        digest = hash_secret(self.store.hash_key, key_id, secret)
+        current = hmac.compare_digest(digest, record.secret_hash)
+        previous = record.previous_hash is not None and hmac.compare_digest(
+            digest, record.previous_hash
+        )
+        return current or previous
 
     def _verify(
         self, token: str, key_id: str, secret: str, record: KeyRecord, fetched_at: float
@@ -194,13 +209,5 @@ class APIKeyAuth:
             key_id=record.key_id,
             name=record.name,
         )
-        with self._lock:
-            hits = self._hits
-            if len(hits) >= self.max_cache_entries:
-                # Drop expired entries first, then the oldest; amortised by halving.
-                for t in [t for t, (_, d) in hits.items() if d <= now] or list(hits)[
-                    : len(hits) // 2
-                ]:
-                    del hits[t]
-            hits[token] = (identity, deadline)
+        self._hits.put(token, identity, deadline)
         return identity

@@ -109,20 +109,20 @@ class Gate:
         self.require_https = require_https
         self.trusted_proxies = tuple(ipaddress.ip_network(p, strict=False) for p in trusted_proxies)
 
-        self.header_auths: list[tuple[str, Authenticator]] = []
+        self.header_auths: list[tuple[str, Authenticator, str]] = []
         self.by_scheme: dict[str, list[Authenticator]] = {}
         self.by_query: dict[str, Authenticator] = {}
         for auth in authenticators:
             if auth.header:
-                if any(h == auth.header for h, _ in self.header_auths):
+                if any(h == auth.header for h, _, _ in self.header_auths):
                     raise ValueError(f"two authenticators read the {auth.header} header")
-                self.header_auths.append((auth.header, auth))
+                self.header_auths.append((auth.header, auth, auth.header + " header"))
             for scheme in auth.schemes:
                 self.by_scheme.setdefault(scheme.lower(), []).append(auth)
             if auth.query_param:
                 self.by_query[auth.query_param] = auth
         # Header names (lowercase) a middleware must collect for each request.
-        wanted = {"authorization", *(h for h, _ in self.header_auths)}
+        wanted = {"authorization", *(h for h, _, _ in self.header_auths)}
         if allow_cors_preflight:
             wanted.add("access-control-request-method")
         if self.trusted_proxies:
@@ -173,12 +173,12 @@ class Gate:
                 got = (self._owner(auths, token), token, "Authorization header")
             elif not token.strip() or not scheme:
                 raise InvalidRequest("malformed Authorization header", reason="malformed_header")
-        for name, auth in self.header_auths:
+        for name, auth, label in self.header_auths:
             value = found.get(name)
             if value is not None:
                 if got is not None:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
-                got = (auth, value.strip(" "), name + " header")
+                got = (auth, value.strip(" "), label)
         if query and (got is None or self.by_query):
             q = self._from_query(query)
             if q is not None:

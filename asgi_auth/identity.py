@@ -10,6 +10,27 @@ from typing import Any
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
+class AuthUser:
+    """`scope["user"]` for ASGI apps: Starlette's `request.user` protocol over an Identity."""
+
+    __slots__ = ("identity",)
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+
+    @property
+    def is_authenticated(self) -> bool:
+        return self.identity.method != "anonymous"
+
+    @property
+    def display_name(self) -> str:
+        ident = self.identity
+        return ident.name or ident.subject
+
+    def __repr__(self) -> str:
+        return f"AuthUser(subject={self.identity.subject!r}, method={self.identity.method!r})"
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     """Who made the request, as established by an authenticator.
@@ -46,27 +67,6 @@ class Identity:
 
 ANONYMOUS = Identity(subject="", scopes=frozenset(), method="anonymous")
 """What public and optional-auth routes see when no credential was sent."""
-
-
-class AuthUser:
-    """`scope["user"]` for ASGI apps: Starlette's `request.user` protocol over an Identity."""
-
-    __slots__ = ("identity",)
-
-    def __init__(self, identity: Identity) -> None:
-        self.identity = identity
-
-    @property
-    def is_authenticated(self) -> bool:
-        return self.identity.method != "anonymous"
-
-    @property
-    def display_name(self) -> str:
-        ident = self.identity
-        return ident.name or ident.subject
-
-    def __repr__(self) -> str:
-        return f"AuthUser(subject={self.identity.subject!r}, method={self.identity.method!r})"
 
 
 ANONYMOUS_USER = ANONYMOUS.user

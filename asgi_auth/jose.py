@@ -51,8 +51,14 @@ ASYMMETRIC = ALGORITHMS - {"HS256", "HS384", "HS512"}
 
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-# Unused low bits of the last character for each length mod 4 (1 is never valid).
-_SPARE_BITS = {2: 0b1111, 3: 0b11}
+# For each length mod 4, the characters that may end a canonical encoding: those whose
+# unused low bits are zero (length mod 4 == 1 is never valid, and fails in a2b_base64).
+_CANONICAL_LAST = (
+    frozenset(_ALPHABET),
+    frozenset(_ALPHABET),
+    frozenset(c for i, c in enumerate(_ALPHABET) if not i & 0b1111),
+    frozenset(c for i, c in enumerate(_ALPHABET) if not i & 0b11),
+)
 _PAD = (b"", b"===", b"==", b"=")
 
 
@@ -60,17 +66,16 @@ def b64decode(segment: str) -> bytes:
     """Strict base64url (RFC 7515 §2): no padding, no whitespace, no foreign characters,
     and canonical (unused trailing bits zero), so one value has exactly one encoding and
     no token can be altered without changing what it says."""
-    if "=" in segment:
-        raise binascii.Error("padding")
-    spare = _SPARE_BITS.get(len(segment) % 4)
-    if spare is not None and _ALPHABET.find(segment[-1]) & spare:
-        raise binascii.Error("non-canonical encoding")
+    n = len(segment)
+    # strict_mode refuses '=' anywhere but at the end, so only the end needs a look.
+    if not n or segment[-1] not in _CANONICAL_LAST[n & 3]:
+        raise binascii.Error("padding, empty or non-canonical encoding")
     try:
         raw = segment.encode("ascii")
     except UnicodeEncodeError:
         raise binascii.Error("non-ASCII") from None
     # bytes.translate is a C table lookup; str.translate costs ~6 µs on a token.
-    return binascii.a2b_base64(raw.translate(_B64URL) + _PAD[len(raw) % 4], strict_mode=True)
+    return binascii.a2b_base64(raw.translate(_B64URL) + _PAD[n & 3], strict_mode=True)
 
 
 class TokenError(InvalidToken):
@@ -87,14 +92,24 @@ class JWS:
     signature: bytes
 
 
-_decode_json = json.JSONDecoder().decode
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python accepts, RFC 8259 not
+
+
+_decoder = json.JSONDecoder(parse_constant=_no_constants)
+_scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
 
 
 def json_segment(segment: str, what: str) -> dict[str, Any]:
     """A base64url segment holding a JSON object, or `TokenError`."""
     try:
-        value = _decode_json(b64decode(segment).decode("utf-8"))
-    except (binascii.Error, ValueError, RecursionError):
+        text = b64decode(segment).decode("utf-8")
+        # The C scanner alone; the full decoder (which allows whitespace around the
+        # value) only when the scanner stops short.
+        value, end = _scan(text, 0)
+        if end != len(text):
+            value = _decoder.decode(text)
+    except (binascii.Error, ValueError, RecursionError, StopIteration):
         raise TokenError(f"malformed token {what}", reason="malformed_token") from None
     if type(value) is not dict:
         raise TokenError(f"malformed token {what}", reason="malformed_token")

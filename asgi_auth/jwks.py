@@ -100,6 +100,7 @@ class KeySet:
     last_failure: float = float("-inf")
     last_unknown_refetch: float = float("-inf")
     generation: int = 0
+    _missing_since: float | None = None  # the oldest absence, so lookups skip the scan
 
     @classmethod
     def of(cls, keys: Iterable[VerifyKey], clock: Callable[[], float]) -> KeySet:
@@ -156,6 +157,7 @@ class KeySet:
             if ident not in fresh and entry.missing_since is None:
                 entry.missing_since = now
         self._entries = entries
+        self._note_missing()
         self.expire_missing(now)
         self.fetched_at = now
         self.fresh_until = now + _ttl_from(
@@ -168,6 +170,8 @@ class KeySet:
 
     def expire_missing(self, now: float) -> None:
         """Drop keys absent from the issuer's answers for longer than the grace."""
+        if self._missing_since is None or now - self._missing_since < self.missing_grace:
+            return  # nothing missing, or nothing missing for long enough
         gone = [
             ident
             for ident, e in self._entries.items()
@@ -178,6 +182,11 @@ class KeySet:
             for ident in gone:
                 entries.pop(ident).key.active = False
             self._entries = entries
+        self._note_missing()
+
+    def _note_missing(self) -> None:
+        since = [e.missing_since for e in self._entries.values() if e.missing_since is not None]
+        self._missing_since = min(since) if since else None
 
     # -- lookup ----------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
@@ -35,10 +34,6 @@ log = logging.getLogger("asgi_auth")
 
 ScopeSource = str | Callable[[Mapping[str, Any]], Iterable[str]]
 _ACCEPT_JSON = {"Accept": "application/json"}
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _claim_path(claims: Mapping[str, Any], path: str) -> Any:
@@ -167,6 +162,8 @@ class JWTAuth:
         params = (("realm", realm),) if realm else ()
         self.challenge = Challenge("Bearer", params)
         self._hits = HitCache(max_cache_entries, clock)
+        #: The hot path: the Identity of a token verified earlier and still valid, or None.
+        self.cached: Callable[[str], Identity | None] = self._hits.get
         self._headers: dict[str, tuple[str, str | None]] = {}
 
         if keys is not None:
@@ -208,9 +205,6 @@ class JWTAuth:
             return True
         payload = _peek(token)
         return payload is not None and payload.get("iss") == self.issuer
-
-    def cached(self, token: str) -> Identity | None:
-        return self._hits.get(token)
 
     def flow(self, token: str, request: RequestInfo) -> Flow[Identity]:
         try:
@@ -281,59 +275,70 @@ class JWTAuth:
     # -- claims ----------------------------------------------------------------------------
 
     def _identity(self, p: dict[str, Any], now: float) -> Identity:
+        # Written flat, with exact type tests: this runs for every first-seen token.
+        # The JSON decoder already refused NaN and Infinity, so numbers are finite.
         leeway = self.leeway
         exp = p.get("exp")
         if exp is None:
             raise TokenError("token has no exp", reason="missing_exp")
-        if not _number(exp):
+        if type(exp) is not int and type(exp) is not float:
             raise TokenError("malformed exp", reason="malformed_claim")
         if now > exp + leeway:
             raise TokenError("token expired", reason="expired")
         nbf = p.get("nbf")
-        if nbf is not None and (not _number(nbf) or now + leeway < nbf):
+        if nbf is not None and (
+            (type(nbf) is not int and type(nbf) is not float) or now + leeway < nbf
+        ):
             raise TokenError("token not yet valid", reason="not_yet_valid")
         iat = p.get("iat")
-        if iat is not None and (not _number(iat) or iat > now + leeway):
+        if iat is not None and (
+            (type(iat) is not int and type(iat) is not float) or iat > now + leeway
+        ):
             raise TokenError("token issued in the future", reason="bad_iat")
         aud = p.get("aud")
-        auds = {aud} if isinstance(aud, str) else aud if isinstance(aud, list) else None
-        if (
-            not auds
-            or not all(isinstance(a, str) for a in auds)
-            or not (self.audiences & set(auds))
-        ):
+        audiences = self.audiences
+        if type(aud) is str:
+            aud_ok = aud in audiences
+        elif type(aud) is list:
+            aud_ok = any(type(a) is str and a in audiences for a in aud)
+        else:
+            aud_ok = False
+        if not aud_ok:
             raise TokenError("invalid audience", reason="bad_audience")
         for claim in self.required_claims:
             if claim not in p:
                 raise TokenError(f"token has no {claim}", reason="missing_claim")
-        client_id = p.get("client_id", p.get("azp"))
-        client_id = client_id if isinstance(client_id, str) else None
+        client_id = p.get("client_id") or p.get("azp")
+        if type(client_id) is not str:
+            client_id = None
         subject = _claim_path(p, self.subject_claim)
-        if not isinstance(subject, str) or not subject:
+        if type(subject) is not str or not subject:
             subject = client_id
-        if not subject:
-            raise TokenError("token has no subject", reason="missing_sub")
+            if not subject:
+                raise TokenError("token has no subject", reason="missing_sub")
         cnf = p.get("cnf")
         jkt = cnf.get("jkt") if type(cnf) is dict else None
         return Identity(
             subject=subject,
             scopes=self._scopes(p),
-            method=self.method,
-            claims=MappingProxyType(dict(p)),
+            method="jwt",
+            claims=MappingProxyType(p),
             expires_at=float(exp),
             client_id=client_id,
             issuer=self.issuer,
-            dpop_jkt=jkt if isinstance(jkt, str) else None,
+            dpop_jkt=jkt if type(jkt) is str else None,
         )
 
-    def _scopes(self, claims: Mapping[str, Any]) -> frozenset[str]:
+    def _scopes(self, claims: dict[str, Any]) -> frozenset[str]:
         scopes: set[str] = set()
         for source in self.scope_claims:
             value = source(claims) if callable(source) else _claim_path(claims, source)
-            if isinstance(value, str):
+            if value is None:
+                continue
+            if type(value) is str:
                 scopes.update(value.split())
             elif isinstance(value, (list, tuple, set, frozenset)):
-                scopes.update(v for v in value if isinstance(v, str))
+                scopes.update(v for v in value if type(v) is str)
         return frozenset(scopes)
 
     # -- keys ------------------------------------------------------------------------------

@@ -53,7 +53,8 @@ class AuthMiddleware:
             return
         gate = self.gate
         method = scope["method"] if kind == "http" else "GET"
-        decision = gate.rules.decide(method, scope["path"])
+        path = _route_path(scope)
+        decision = gate.rules.decide(method, path)
         if decision.access == "public":
             scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
             await self.app(scope, receive, send)
@@ -81,11 +82,13 @@ class AuthMiddleware:
             identity = auth.cached(token)
             if identity is None:
                 gate.check_credential(token, label)
-                identity = await self._driver.run(auth.flow(token, _info(scope, method)))
+                identity = await self._driver.run(auth.flow(token, _info(scope, method, path)))
             if decision.scopes:
                 gate.authorize(decision, identity)
         except AuthError as error:
-            await self._deny(gate.deny(error, _info(scope, method)), error, scope, receive, send)
+            await self._deny(
+                gate.deny(error, _info(scope, method, path)), error, scope, receive, send
+            )
             return
         scope["auth"] = identity
         scope["user"] = identity.user
@@ -128,5 +131,22 @@ def _client(scope: Scope) -> str | None:
     return client[0] if client else None
 
 
-def _info(scope: Scope, method: str) -> RequestInfo:
-    return RequestInfo(method, scope["path"], scope.get("scheme", "http"), _client(scope))
+def _route_path(scope: Scope) -> str:
+    """The path the app routes on: `scope["path"]` without the `root_path` prefix.
+
+    ASGI servers put `root_path` (`--root-path`, a `Mount`) in front of `path`, and
+    routers strip it again (Starlette's `get_route_path`), so rules match the same path
+    the router does and work the same as under WSGI (`PATH_INFO`).
+    """
+    path: str = scope["path"]
+    root: str = scope.get("root_path") or ""
+    if root and path.startswith(root):
+        if len(path) == len(root):
+            return "/"
+        if path[len(root)] == "/":
+            return path[len(root) :]
+    return path
+
+
+def _info(scope: Scope, method: str, path: str) -> RequestInfo:
+    return RequestInfo(method, path, scope.get("scheme", "http"), _client(scope))
