@@ -155,7 +155,7 @@ class AsyncDriver:
             return result
         finally:
             if self._flights.get(effect.key) is fut:
-                del self._flights[effect.key]
+                self._flights.pop(effect.key, None)
 
     async def run(self, flow: Flow[T]) -> T:
         try:
