@@ -20,6 +20,7 @@ from .errors import (
     ErrorResponse,
     InsufficientScope,
     InvalidRequest,
+    InvalidToken,
 )
 from .identity import Identity
 from .rules import Access, Decision, Rule, Rules
@@ -140,13 +141,15 @@ class Gate:
 
     # -- per request -------------------------------------------------------------------
 
-    def check_credential(self, value: str, label: str) -> None:
+    def check_credential(self, value: str, label: str, scheme: str | None = None) -> None:
         """Refuse (400) a value that cannot be a credential. Run before a full check and
         skipped on cache hits: a cached credential is one that passed this already."""
         if not value:
             raise InvalidRequest(f"empty {label}", reason="empty_credential")
         if len(value) > self.max_credential_bytes:
-            raise InvalidRequest(f"{label} too large", reason="credential_too_large")
+            # Well-formed but impossibly long: an invalid credential (RFC 6750 §3.1
+            # invalid_token, "malformed"), refused before any parsing.
+            raise InvalidToken(f"{label} too large", reason="credential_too_large", scheme=scheme)
         if "," in value:
             # WSGI servers join repeated headers with commas, and the ASGI middleware does
             # the same, so one check catches both. No credential format uses commas.

@@ -143,6 +143,10 @@ class JWTAuth:
             raise ValueError(f"unsupported algorithms: {sorted(unknown)} (never 'none')")
         if dpop not in ("allowed", "required", "off"):
             raise ValueError("dpop must be 'allowed', 'required' or 'off'")
+        if dpop == "required":
+            # DPoP proofs (RFC 9449) are verified from the OAuth release on; until then a
+            # configuration that could accept nothing is refused rather than left silent.
+            raise ValueError("dpop='required' needs DPoP proof support, not available yet")
         if leeway < 0 or leeway > 300:
             raise ValueError("leeway must be between 0 and 300 seconds")
         self.issuer = issuer
@@ -158,7 +162,7 @@ class JWTAuth:
         self.timeout = timeout
         self._clock = clock
         self._http = http or HTTP(timeout=timeout)
-        self.schemes: tuple[str, ...] = ("bearer",) if dpop != "required" else ()
+        self.schemes: tuple[str, ...] = ("bearer",)
         params = (("realm", realm),) if realm else ()
         self.challenge = Challenge("Bearer", params)
         self._hits = HitCache(max_cache_entries, clock)
@@ -318,6 +322,10 @@ class JWTAuth:
                 raise TokenError("token has no subject", reason="missing_sub")
         cnf = p.get("cnf")
         jkt = cnf.get("jkt") if type(cnf) is dict else None
+        if jkt is not None and self.dpop != "off":
+            # RFC 9449 §7.1: a DPoP-bound token is no bearer token; without its proof it
+            # must be refused, or a stolen copy would work.
+            raise TokenError("DPoP-bound token presented without a proof", reason="dpop_bound")
         return Identity(
             subject=subject,
             scopes=self._scopes(p),

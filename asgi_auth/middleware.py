@@ -81,7 +81,7 @@ class AuthMiddleware:
                 gate.check_transport(scope.get("scheme", "http"), _client(scope), found)
             identity = auth.cached(token)
             if identity is None:
-                gate.check_credential(token, label)
+                gate.check_credential(token, label, auth.challenge.scheme)
                 identity = await self._driver.run(auth.flow(token, _info(scope, method, path)))
             if decision.scopes:
                 gate.authorize(decision, identity)

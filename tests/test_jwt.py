@@ -395,7 +395,10 @@ def test_oversized_token_is_refused_by_the_middleware(rsa_idp: IdP) -> None:
     )
     big = rsa_idp.token(padding="x" * 50_000)
     with _client(app) as c:
-        assert c.get("/", headers={"Authorization": f"Bearer {big}"}).status_code == 400
+        r = c.get("/", headers={"Authorization": f"Bearer {big}"})
+    assert r.status_code == 401
+    assert 'error="invalid_token"' in r.headers["www-authenticate"]
+    assert rsa_idp.fetches == 0  # refused before any parsing or key fetch
 
 
 # -- the JWKS cache ----------------------------------------------------------------------
@@ -712,3 +715,38 @@ def test_token_error_is_a_token_error(idp: IdP) -> None:
     idp.add_key("ES256")
     auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
     assert isinstance(rejects(auth, "x.y.z"), TokenError)
+
+
+def test_dpop_bound_token_as_bearer_is_refused(idp: IdP) -> None:
+    idp.add_key("ES256")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    bound = idp.token(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
+    assert rejects(auth, bound).description == "DPoP-bound token presented without a proof"
+    off = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, dpop="off")
+    assert check(off, bound).dpop_jkt == "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
+    with pytest.raises(ValueError, match="DPoP"):
+        JWTAuth(idp.issuer, "api", algorithms=["ES256"], dpop="required")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"algorithms": []}, ValueError),
+        ({"algorithms": "RS256"}, TypeError),
+        ({"algorithms": ["none"]}, ValueError),
+        ({"algorithms": ["RS256"], "leeway": -1}, ValueError),
+        ({"algorithms": ["RS256"], "jwks_uri": "http://idp.example/jwks"}, ValueError),
+        ({"algorithms": ["RS256"], "dpop": "maybe"}, ValueError),
+    ],
+)
+def test_bad_configuration_is_refused_at_construction(
+    kwargs: dict[str, Any], error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        JWTAuth("https://idp.example", "api", **kwargs)
+
+
+def test_plain_http_issuer_is_refused_except_loopback() -> None:
+    with pytest.raises(ValueError, match="https"):
+        JWTAuth("http://idp.example", "api", algorithms=["RS256"])
+    JWTAuth("http://127.0.0.1:9", "api", algorithms=["RS256"])

@@ -76,7 +76,7 @@ class AuthMiddleware:
                 )
             identity = auth.cached(token)
             if identity is None:
-                gate.check_credential(token, label)
+                gate.check_credential(token, label, auth.challenge.scheme)
                 identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
             if decision.scopes:
                 gate.authorize(decision, identity)
