@@ -133,10 +133,16 @@ class APIKeyAuth:
             if self._clock() - fetched_at >= min(
                 _RECHECK_AFTER, self.cache_ttl
             ) and not self._matches(key_id, secret, record):
-                record, fetched_at = yield from self._fetch(key_id, ctx)
+                record, fetched_at = yield from self._fetch(key_id, ctx, fetched_at)
         return self._verify(token, key_id, secret, record, fetched_at)
 
-    def _fetch(self, key_id: str, ctx: dict[str, str]) -> Flow[tuple[KeyRecord, float]]:
+    def _fetch(
+        self, key_id: str, ctx: dict[str, str], newer_than: float = float("-inf")
+    ) -> Flow[tuple[KeyRecord, float]]:
+        with self._lock:
+            fresh = self._records.get(key_id)
+        if fresh is not None and fresh[1] > newer_than:
+            return fresh  # another request fetched it meanwhile
         try:
             record = yield Effect(
                 key=("api_key", id(self.store), key_id),
@@ -166,12 +172,18 @@ class APIKeyAuth:
             )
         return record, fetched_at
 
-    def _matches(self, key_id: str, secret: str, record: KeyRecord) -> bool:
+    def _compare(self, key_id: str, secret: str, record: KeyRecord) -> tuple[bool, bool]:
+        """Whether the secret matches the current and the previous (rotated) hash. Both
+        are always compared, so timing does not tell which matched."""
         digest = hash_secret(self.store.hash_key, key_id, secret)
         current = hmac.compare_digest(digest, record.secret_hash)
         previous = record.previous_hash is not None and hmac.compare_digest(
             digest, record.previous_hash
         )
+        return current, previous
+
+    def _matches(self, key_id: str, secret: str, record: KeyRecord) -> bool:
+        current, previous = self._compare(key_id, secret, record)
         return current or previous
 
     def _verify(
@@ -180,13 +192,8 @@ class APIKeyAuth:
         now = self._clock()
         scheme = self.challenge.scheme
         ctx = {"key_id": key_id}
-        digest = hash_secret(self.store.hash_key, key_id, secret)
         deadline = fetched_at + self.cache_ttl
-        # Compare against both hashes every time, so timing does not tell which matched.
-        current = hmac.compare_digest(digest, record.secret_hash)
-        previous = record.previous_hash is not None and hmac.compare_digest(
-            digest, record.previous_hash
-        )
+        current, previous = self._compare(key_id, secret, record)
         if not current:
             grace_end = record.previous_expires_at or 0.0
             if not previous or grace_end <= now:

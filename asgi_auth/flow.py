@@ -71,53 +71,91 @@ class _Flight:
         self.error: BaseException | None = None
 
 
+class _LeaderGone(Exception):
+    """The request doing a shared lookup was cancelled; its followers try again."""
+
+
+Release = Callable[[], None]
+
+
 class SyncDriver:
-    """Runs flows in the calling thread; concurrent identical effects share one call."""
+    """Runs flows in the calling thread; concurrent identical effects share one call.
+
+    The leader of a shared call keeps it registered until its flow has taken the result
+    in (merged keys, cached a record): a thread arriving in between gets that same
+    result instead of starting a second call. The leader's own call is bounded by the
+    effect's I/O (httpx time-outs, SQLite's busy time-out), not by a thread of ours.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._flights: dict[Hashable, _Flight] = {}
 
-    def _perform(self, effect: Effect) -> Any:
-        with self._lock:
-            flight = self._flights.get(effect.key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[effect.key] = _Flight()
-        if not leader:
-            if not effect.join:
-                return BUSY
-            if not flight.done.wait(effect.timeout):
-                raise TimeoutError("single-flight wait timed out")
+    def _perform(self, effect: Effect, releases: list[Release]) -> Any:
+        key = effect.key
+        for _ in range(3):
+            with self._lock:
+                flight = self._flights.get(key)
+                leader = flight is None
+                if flight is None:
+                    flight = self._flights[key] = _Flight()
+            if leader:
+                break
+            if not flight.done.is_set():
+                if not effect.join:
+                    return BUSY
+                if not flight.done.wait(effect.timeout):
+                    raise TimeoutError("single-flight wait timed out")
+            if isinstance(flight.error, _LeaderGone):
+                continue
             if flight.error is not None:
                 raise flight.error
             return flight.result
+        else:
+            raise TimeoutError("single-flight leaders kept going away")
+
+        def release() -> None:
+            with self._lock:
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+
+        releases.append(release)
         try:
             flight.result = effect.sync()
-        except BaseException as exc:
+        except Exception as exc:
             flight.error = exc
             raise
+        except BaseException:
+            flight.error = _LeaderGone()
+            release()
+            raise
         finally:
-            with self._lock:
-                del self._flights[effect.key]
             flight.done.set()
         return flight.result
 
     def run(self, flow: Flow[T]) -> T:
+        releases: list[Release] = []
         try:
             effect = next(flow)
             while True:
                 try:
-                    result = self._perform(effect)
+                    result = self._perform(effect, releases)
                 except Exception as exc:
                     effect = flow.throw(EffectFailed(effect, exc))
                 else:
                     effect = flow.send(result)
+                _release(releases)
         except StopIteration as stop:
             value: T = stop.value
             return value
         finally:
+            _release(releases)
             flow.close()
+
+
+def _release(releases: list[Release]) -> None:
+    while releases:
+        releases.pop()()
 
 
 class AsyncDriver:
@@ -125,50 +163,71 @@ class AsyncDriver:
 
     In-flight futures are kept per key and reused only by callers on the same loop, so an
     authenticator keeps working when an app is later served from another loop (every test
-    client starts its own) and nothing stays bound to a dead loop.
+    client starts its own) and nothing stays bound to a dead loop. As in `SyncDriver`, a
+    finished call stays registered until its leader's flow has taken the result in. A
+    cancelled leader (its client went away) cancels nobody else: followers try again.
     """
 
     def __init__(self) -> None:
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
 
-    async def _perform(self, effect: Effect) -> Any:
+    async def _perform(self, effect: Effect, releases: list[Release]) -> Any:
         loop = asyncio.get_running_loop()
-        fut = self._flights.get(effect.key)
-        if fut is not None and fut.get_loop() is loop and not fut.done():
-            if not effect.join:
-                return BUSY
-            return await asyncio.wait_for(asyncio.shield(fut), effect.timeout)
+        key = effect.key
+        for _ in range(3):
+            fut = self._flights.get(key)
+            if fut is None or fut.get_loop() is not loop:
+                break
+            if not fut.done():
+                if not effect.join:
+                    return BUSY
+                try:
+                    return await asyncio.wait_for(asyncio.shield(fut), effect.timeout)
+                except _LeaderGone:
+                    continue
+            exc = fut.exception()
+            if isinstance(exc, _LeaderGone):
+                continue
+            if exc is not None:
+                raise exc
+            return fut.result()
         fut = loop.create_future()
-        self._flights[effect.key] = fut
+        self._flights[key] = fut
+
+        def release() -> None:
+            if self._flights.get(key) is fut:
+                self._flights.pop(key, None)
+
+        releases.append(release)
         try:
             result = await asyncio.wait_for(effect.async_(), effect.timeout)
-        except BaseException as exc:
-            # A cancelled leader (its client went away) must not cancel the followers.
-            fut.set_exception(
-                exc if isinstance(exc, Exception) else RuntimeError("lookup was cancelled")
-            )
-            # Mark retrieved: waiters may be absent, and an unread exception only warns.
-            fut.exception()
+        except Exception as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: there may be no follower to read it
             raise
-        else:
-            fut.set_result(result)
-            return result
-        finally:
-            if self._flights.get(effect.key) is fut:
-                self._flights.pop(effect.key, None)
+        except BaseException:
+            fut.set_exception(_LeaderGone())
+            fut.exception()
+            release()
+            raise
+        fut.set_result(result)
+        return result
 
     async def run(self, flow: Flow[T]) -> T:
+        releases: list[Release] = []
         try:
             effect = next(flow)
             while True:
                 try:
-                    result = await self._perform(effect)
+                    result = await self._perform(effect, releases)
                 except Exception as exc:
                     effect = flow.throw(EffectFailed(effect, exc))
                 else:
                     effect = flow.send(result)
+                _release(releases)
         except StopIteration as stop:
             value: T = stop.value
             return value
         finally:
+            _release(releases)
             flow.close()

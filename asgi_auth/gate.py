@@ -130,6 +130,7 @@ class Gate:
             wanted.update(("x-forwarded-proto", "forwarded"))
         self.wanted = frozenset(wanted)
         self.refused_query_names = _QUERY_CREDENTIAL_NAMES - self.by_query.keys()
+        self._query_names = tuple(self.refused_query_names | self.by_query.keys())
 
         challenges: dict[str, Challenge] = {}
         for auth in authenticators:
@@ -182,13 +183,17 @@ class Gate:
                 if got is not None:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
                 got = (auth, value.strip(" "), label)
-        if query and (got is None or self.by_query):
+        if query and self._mentions_credential(query):
             q = self._from_query(query)
             if q is not None:
                 if got is not None:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
                 got = q
         return got
+
+    def _mentions_credential(self, query: str) -> bool:
+        # A substring scan first: most query strings never need parsing.
+        return any(name in query for name in self._query_names)
 
     def _owner(self, auths: list[Authenticator], token: str) -> Authenticator:
         if len(auths) == 1 or len(token) > self.max_credential_bytes:

@@ -253,12 +253,13 @@ class JWTAuth:
 
         now = self._clock()
         keyset = self._keys
+        generation = keyset.generation
         due = keyset.due(now)
         if due is None and not keyset.knows(kid) and keyset.may_refetch_for_unknown_kid(now):
             keyset.last_unknown_refetch = now
             due = "wait"
         if due is not None:
-            yield from self._refresh(now, wait=due == "wait" or not keyset.usable(now))
+            yield from self._refresh(now, generation, wait=due == "wait" or not keyset.usable(now))
             now = self._clock()
         if not keyset.usable(now):
             raise ServiceUnavailable("signing keys unavailable", reason="jwks_unavailable")
@@ -360,7 +361,7 @@ class JWTAuth:
             join=join,
         )
 
-    def _refresh(self, now: float, *, wait: bool) -> Flow[None]:
+    def _refresh(self, now: float, generation: int, *, wait: bool) -> Flow[None]:
         """Fetch the JWKS (discovering its URL first if needed) and merge it. Failures are
         logged and remembered; the current keys stay in use (stale-if-error)."""
         keyset = self._keys
@@ -368,6 +369,8 @@ class JWTAuth:
             uri = self._jwks_uri or self._discovered
             if uri is None:
                 uri = yield from self._discover()
+            if keyset.generation != generation:
+                return  # another request refreshed the keys while this one waited
             result = yield self._get(uri, join=wait)
             if result is BUSY:
                 return
