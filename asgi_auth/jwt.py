@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from .authenticator import RequestInfo
 from .cache import HitCache
+from .discovery import Metadata, get
 from .errors import AuthError, Challenge, ServiceUnavailable
-from .flow import BUSY, Effect, EffectFailed, Flow
+from .flow import BUSY, EffectFailed, Flow
 from .http import HTTP, require_secure_url
 from .identity import Identity
 from .jose import (
@@ -33,7 +31,6 @@ from .jwks import JWKSError, KeySet
 log = logging.getLogger("asgi_auth")
 
 ScopeSource = str | Callable[[Mapping[str, Any]], Iterable[str]]
-_ACCEPT_JSON = {"Accept": "application/json"}
 
 
 def _claim_path(claims: Mapping[str, Any], path: str) -> Any:
@@ -62,17 +59,6 @@ def _log_context(token: str) -> dict[str, object]:
                 if type(value) is str:
                     ctx[name] = value[:100]
     return ctx
-
-
-def discovery_urls(issuer: str) -> list[str]:
-    """OpenID Connect Discovery §4, then RFC 8414 §3 (well-known inserted before the path)."""
-    base = issuer.rstrip("/")
-    parts = urlsplit(issuer)
-    path = parts.path.rstrip("/")
-    rfc8414 = urlunsplit(
-        (parts.scheme, parts.netloc, "/.well-known/oauth-authorization-server" + path, "", "")
-    )
-    return [base + "/.well-known/openid-configuration", rfc8414]
 
 
 class JWTAuth:
@@ -193,11 +179,11 @@ class JWTAuth:
                 missing_grace=missing_key_grace,
             )
         self._jwks_uri = require_secure_url(jwks_uri, "jwks_uri") if jwks_uri else None
-        self._discovered: str | None = None
-        #: The issuer's discovery document, once fetched.
-        self.metadata: Mapping[str, Any] = MappingProxyType({})
-        if self._jwks_uri is None and keys is None:
-            require_secure_url(issuer, "issuer (for discovery)")
+        self._metadata = (
+            Metadata(issuer, self._http, timeout, clock)
+            if keys is None and jwks_uri is None
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"JWTAuth(issuer={self.issuer!r}, algorithms={sorted(self.algorithms)})"
@@ -352,26 +338,18 @@ class JWTAuth:
 
     # -- keys ------------------------------------------------------------------------------
 
-    def _get(self, url: str, *, join: bool = True) -> Effect:
-        return Effect(
-            key=("GET", url),
-            sync=partial(self._http.request, "GET", url, headers=_ACCEPT_JSON),
-            async_=partial(self._http.arequest, "GET", url, headers=_ACCEPT_JSON),
-            timeout=self.timeout,
-            join=join,
-        )
-
     def _refresh(self, now: float, generation: int, *, wait: bool) -> Flow[None]:
         """Fetch the JWKS (discovering its URL first if needed) and merge it. Failures are
         logged and remembered; the current keys stay in use (stale-if-error)."""
         keyset = self._keys
         try:
-            uri = self._jwks_uri or self._discovered
+            uri = self._jwks_uri
             if uri is None:
-                uri = yield from self._discover()
+                assert self._metadata is not None  # no static keys: discovery is set up
+                uri = yield from self._metadata.endpoint("jwks_uri")
             if keyset.generation != generation:
                 return  # another request refreshed the keys while this one waited
-            result = yield self._get(uri, join=wait)
+            result = yield get(self._http, uri, self.timeout, join=wait)
             if result is BUSY:
                 return
             keyset.update(result, self._clock())
@@ -383,41 +361,6 @@ class JWTAuth:
                 getattr(exc, "reason", None) if not isinstance(exc, JWKSError) else exc,
                 keyset.usable(now),
             )
-
-    def _discover(self) -> Flow[str]:
-        for url in discovery_urls(self.issuer):
-            result = yield self._get(url)
-            if result.status == 404:
-                continue
-            if result.status != 200:
-                raise ServiceUnavailable(
-                    "discovery failed", reason="discovery_failed", context={"iss": self.issuer}
-                )
-            try:
-                doc = json.loads(result.content)
-            except ValueError:
-                doc = None
-            # RFC 8414 §3.3 / OIDC Discovery §4.3: the document must name this issuer.
-            if not isinstance(doc, dict) or doc.get("issuer") != self.issuer:
-                raise ServiceUnavailable(
-                    "discovery document invalid",
-                    reason="discovery_invalid",
-                    context={"iss": self.issuer},
-                )
-            uri = doc.get("jwks_uri")
-            try:
-                self._discovered = require_secure_url(str(uri), "jwks_uri")
-            except ValueError:
-                raise ServiceUnavailable(
-                    "discovery document invalid",
-                    reason="discovery_invalid",
-                    context={"iss": self.issuer},
-                ) from None
-            self.metadata = MappingProxyType(doc)
-            return self._discovered
-        raise ServiceUnavailable(
-            "no discovery document", reason="discovery_failed", context={"iss": self.issuer}
-        )
 
 
 __all__ = ["JWTAuth", "VerifyKey"]
