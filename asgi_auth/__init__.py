@@ -14,6 +14,7 @@ from .errors import (
 )
 from .gate import GateOptions
 from .identity import ANONYMOUS, AuthUser, Identity
+from .introspection import IntrospectionAuth
 from .jwt import JWTAuth
 from .middleware import AuthMiddleware
 from .rules import Rule
@@ -30,6 +31,7 @@ __all__ = [
     "GateOptions",
     "Identity",
     "InsufficientScope",
+    "IntrospectionAuth",
     "InvalidRequest",
     "InvalidToken",
     "JWTAuth",

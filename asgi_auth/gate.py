@@ -198,8 +198,13 @@ class Gate:
     def _owner(self, auths: list[Authenticator], token: str) -> Authenticator:
         if len(auths) == 1 or len(token) > self.max_credential_bytes:
             return auths[0]  # one owner, or junk that check_credential refuses anyway
+        # Specific owners first (a JWTAuth claims its issuer's tokens), then a fallback
+        # such as introspection; never one after another on failure.
         for auth in auths:
-            if auth.accepts(token):
+            if not getattr(auth, "fallback", False) and auth.accepts(token):
+                return auth
+        for auth in auths:
+            if getattr(auth, "fallback", False):
                 return auth
         return auths[-1]
 

@@ -70,6 +70,12 @@ class IdP:
         self.server: ThreadingHTTPServer | None = None
         self.hidden: set[str | None] = set()
         self.clock: Callable[[], float] = time.time
+        # RFC 7662 introspection: token -> answer; faults via introspect_mode.
+        self.introspection: dict[str, dict[str, Any]] = {}
+        self.introspect_mode = "ok"  # ok | 500 | garbage | stall | string-true
+        self.introspections = 0
+        self.introspect_clients = {"rs": "rs-secret"}
+        self.last_introspection: dict[str, Any] = {}
 
     @property
     def issuer(self) -> str:
@@ -124,6 +130,38 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_POST(self) -> None:
+            import base64
+            from urllib.parse import parse_qsl, unquote
+
+            length = int(self.headers.get("Content-Length") or 0)
+            form = dict(parse_qsl(self.rfile.read(length).decode()))
+            if self.path != "/introspect":
+                return self._send(404, b"{}")
+            with idp.lock:
+                idp.introspections += 1
+                idp.last_introspection = {"form": form, "auth": self.headers.get("Authorization")}
+            client = secret = None
+            auth = self.headers.get("Authorization") or ""
+            if auth.startswith("Basic "):
+                pair = base64.b64decode(auth[6:]).decode()
+                client, _, secret = (unquote(p) for p in pair.partition(":"))
+            else:
+                client, secret = form.get("client_id"), form.get("client_secret")
+            if not client or idp.introspect_clients.get(client) != secret:
+                return self._send(401, b'{"error": "invalid_client"}')
+            mode = idp.introspect_mode
+            if mode == "stall":
+                idp.stall_event.wait(10)
+            if mode == "500":
+                return self._send(500, b"oops", "text/plain")
+            if mode == "garbage":
+                return self._send(200, b"<html>", "text/html")
+            answer = dict(idp.introspection.get(form.get("token", ""), {"active": False}))
+            if mode == "string-true":
+                answer["active"] = "true"
+            return self._send(200, json.dumps(answer).encode())
+
         def do_GET(self) -> None:
             if self.path.startswith("/.well-known/"):
                 with idp.lock:
@@ -140,7 +178,11 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                     return self._send(200, json.dumps(doc).encode())
                 if kind != idp.discovery:
                     return self._send(404, b"{}")
-                doc = {"issuer": idp.issuer, "jwks_uri": idp.jwks_uri}
+                doc = {
+                    "issuer": idp.issuer,
+                    "jwks_uri": idp.jwks_uri,
+                    "introspection_endpoint": idp.issuer + "/introspect",
+                }
                 return self._send(200, json.dumps(doc).encode())
             if self.path == "/jwks":
                 with idp.lock:

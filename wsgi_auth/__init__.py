@@ -11,6 +11,7 @@ from asgi_auth import (
     AuthError,
     ErrorResponse,
     Identity,
+    IntrospectionAuth,
     JWTAuth,
     Rule,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Authenticator",
     "ErrorResponse",
     "Identity",
+    "IntrospectionAuth",
     "JWTAuth",
     "Rule",
 ]
