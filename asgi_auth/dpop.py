@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from .errors import AuthError
+from .errors import AuthError, Challenge
 from .jose import ASYMMETRIC, VerifyKey, json_segment, jwk_to_key, signature_segment, split_jws
 
 DEFAULT_ALGS = ("ES256", "EdDSA", "Ed25519", "RS256", "PS256", "ES384")
@@ -237,3 +237,26 @@ class DPoPVerifier:
         if self.replay_cache.seen(f"{proof_jkt}:{jti}", iat + self.max_age + self.leeway):
             raise DPoPError("DPoP proof replayed", reason="dpop_replay")
         return proof_jkt
+
+
+def dpop_setup(
+    mode: str,
+    verifier: DPoPVerifier | None,
+    bearer: Challenge,
+    clock: Callable[[], float],
+) -> tuple[DPoPVerifier | None, tuple[str, ...], tuple[Challenge, ...]]:
+    """`(verifier, Authorization schemes, challenges)` of a token authenticator for its
+    `dpop=` mode: "off" (Bearer only, bindings ignored), "allowed" (Bearer, and DPoP for
+    bound tokens), "required" (DPoP only)."""
+    if mode not in ("allowed", "required", "off"):
+        raise ValueError("dpop must be 'allowed', 'required' or 'off'")
+    if mode == "off":
+        if verifier is not None:
+            raise ValueError("dpop_verifier given with dpop='off'")
+        return None, ("bearer",), (bearer,)
+    verifier = verifier or DPoPVerifier(clock=clock)
+    params = tuple(p for p in bearer.params if p[0] == "realm")
+    dpop = Challenge("DPoP", (*params, ("algs", verifier.algs_param)))
+    if mode == "required":
+        return verifier, ("dpop",), (dpop,)
+    return verifier, ("bearer", "dpop"), (bearer, dpop)

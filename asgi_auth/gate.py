@@ -14,6 +14,7 @@ from typing import TypedDict
 from urllib.parse import parse_qsl
 
 from .authenticator import Authenticator, RequestInfo
+from .dpop import DPoPError, DPoPVerifier
 from .errors import (
     AuthError,
     Challenge,
@@ -30,6 +31,9 @@ ErrorHook = Callable[[AuthError, RequestInfo], "ErrorResponse | None"]
 # Parameter names that carry credentials in URLs; refused unless an authenticator opts in
 # (RFC 6750 §2.3 and §5.3: URLs are logged and cached).
 _QUERY_CREDENTIAL_NAMES = frozenset({"access_token", "api_key", "apikey", "api-key", "token"})
+
+
+Credential = tuple[Authenticator, str, str, str]
 
 
 class GateOptions(TypedDict, total=False):
@@ -128,16 +132,19 @@ class Gate:
             wanted.add("access-control-request-method")
         if self.trusted_proxies:
             wanted.update(("x-forwarded-proto", "forwarded"))
+        self.dpop = any(getattr(a, "dpop_verifier", None) is not None for a in authenticators)
+        if self.dpop:
+            wanted.update(("dpop", "host"))
         self.wanted = frozenset(wanted)
         self.refused_query_names = _QUERY_CREDENTIAL_NAMES - self.by_query.keys()
         self._query_names = tuple(self.refused_query_names | self.by_query.keys())
 
         challenges: dict[str, Challenge] = {}
         for auth in authenticators:
-            ch = auth.challenge
-            if "realm" not in dict(ch.params):
-                ch = Challenge(ch.scheme, (("realm", realm), *ch.params))
-            challenges.setdefault(ch.scheme, ch)
+            for ch in getattr(auth, "challenges", None) or (auth.challenge,):
+                if "realm" not in dict(ch.params):
+                    ch = Challenge(ch.scheme, (("realm", realm), *ch.params))
+                challenges.setdefault(ch.scheme, ch)
         self.challenges = tuple(challenges.values())
 
     # -- per request -------------------------------------------------------------------
@@ -158,23 +165,23 @@ class Gate:
         if " " in value or not (value.isascii() and value.isprintable()):
             raise InvalidRequest(f"{label} is not a valid credential", reason="malformed_header")
 
-    def extract(
-        self, found: Mapping[str, str], query: str
-    ) -> tuple[Authenticator, str, str] | None:
-        """`(authenticator, credential, label)` for the request's credential, or None.
+    def extract(self, found: Mapping[str, str], query: str) -> Credential | None:
+        """`(authenticator, credential, label, scheme)` for the request's credential, or
+        None; `scheme` is the `Authorization` scheme, lowercased, or "" for other places.
 
         Raises `InvalidRequest` for two credentials (RFC 6750 §3.1: more than one
         method), a malformed `Authorization` header, or credentials in the query string
         where refused. The credential itself is not yet checked: see `check_credential`.
         """
-        got: tuple[Authenticator, str, str] | None = None
+        got: Credential | None = None
         authz = found.get("authorization")
         if authz is not None:
             scheme, _, token = authz.partition(" ")
-            auths = self.by_scheme.get(scheme.lower())
+            scheme = scheme.lower()
+            auths = self.by_scheme.get(scheme)
             if auths is not None:
                 token = token.lstrip(" ")
-                got = (self._owner(auths, token), token, "Authorization header")
+                got = (self._owner(auths, token), token, "Authorization header", scheme)
             elif not token.strip() or not scheme:
                 raise InvalidRequest("malformed Authorization header", reason="malformed_header")
         for name, auth, label in self.header_auths:
@@ -182,7 +189,7 @@ class Gate:
             if value is not None:
                 if got is not None:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
-                got = (auth, value.strip(" "), label)
+                got = (auth, value.strip(" "), label, "")
         if query and self._mentions_credential(query):
             q = self._from_query(query)
             if q is not None:
@@ -208,7 +215,7 @@ class Gate:
                 return auth
         return auths[-1]
 
-    def _from_query(self, query: str) -> tuple[Authenticator, str, str] | None:
+    def _from_query(self, query: str) -> Credential | None:
         got = None
         for name, value in parse_qsl(query, keep_blank_values=True):
             if name in self.refused_query_names:
@@ -220,7 +227,7 @@ class Gate:
             if auth is not None:
                 if got is not None:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
-                got = (auth, value, f"{name} parameter")
+                got = (auth, value, f"{name} parameter", "")
         return got
 
     def is_preflight(self, method: str, found: Mapping[str, str]) -> bool:
@@ -230,15 +237,27 @@ class Gate:
             and "access-control-request-method" in found
         )
 
-    def check_transport(self, scheme: str, client: str | None, found: Mapping[str, str]) -> None:
-        """Refuse credentials over plain HTTP when `require_https` is set."""
-        if not self.require_https or scheme in ("https", "wss"):
-            return
+    def effective_scheme(self, scheme: str, client: str | None, found: Mapping[str, str]) -> str:
+        """The scheme the client used: the server's, or a trusted proxy's word for it."""
         if client and self.trusted_proxies and self._trusted(client):
             proto = _forwarded_proto(found)
-            if proto in ("https", "wss"):
-                return
-        raise InvalidRequest("credentials must be sent over HTTPS", reason="insecure_transport")
+            if proto in ("http", "https", "ws", "wss"):
+                return proto
+        return scheme
+
+    def check_transport(self, scheme: str, client: str | None, found: Mapping[str, str]) -> None:
+        """Refuse credentials over plain HTTP when `require_https` is set."""
+        if self.effective_scheme(scheme, client, found) not in ("https", "wss"):
+            raise InvalidRequest("credentials must be sent over HTTPS", reason="insecure_transport")
+
+    def request_url(
+        self, scheme: str, client: str | None, found: Mapping[str, str], host: str, path: str
+    ) -> str:
+        """The URL the client addressed (for DPoP `htu`), without query."""
+        scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+        scheme = self.effective_scheme(scheme, client, found)
+        scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
+        return f"{scheme}://{found.get('host') or host}{path}"
 
     def _trusted(self, client: str) -> bool:
         try:
@@ -246,6 +265,44 @@ class Gate:
         except ValueError:
             return False
         return any(addr in net for net in self.trusted_proxies)
+
+    def check_binding(
+        self,
+        auth: Authenticator,
+        scheme: str,
+        token: str,
+        identity: Identity,
+        proof: str | None,
+        method: str,
+        url: Callable[[], str],
+    ) -> None:
+        """DPoP (RFC 9449 §7.1): a bound token needs the DPoP scheme and a valid proof
+        made with its key; the DPoP scheme needs a bound token. Runs on every request
+        (a proof is single-use), after the token itself was checked or found cached."""
+        verifier: DPoPVerifier | None = getattr(auth, "dpop_verifier", None)
+        if scheme != "dpop":
+            if verifier is None:
+                return  # DPoP turned off for this authenticator: the binding is not ours
+            raise InvalidToken(
+                "DPoP-bound token presented as a bearer token",
+                reason="dpop_bound_as_bearer",
+                scheme="Bearer",
+                context={"sub": identity.subject},
+            )
+        if verifier is None:  # pragma: no cover - the scheme is only routed when enabled
+            raise InvalidRequest("DPoP is not accepted here", reason="dpop_off")
+        if identity.dpop_jkt is None:
+            raise InvalidToken(
+                "token is not DPoP-bound",
+                reason="dpop_unbound",
+                scheme="DPoP",
+                context={"sub": identity.subject},
+            )
+        if not proof:
+            raise DPoPError("DPoP proof missing", reason="dpop_missing")
+        if "," in proof:
+            raise DPoPError("more than one DPoP proof", reason="dpop_multiple")
+        verifier.verify(proof, method=method, url=url(), access_token=token, jkt=identity.dpop_jkt)
 
     def authorize(self, decision: Decision, identity: Identity) -> None:
         if decision.scopes and not decision.scopes <= identity.scopes:

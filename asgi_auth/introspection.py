@@ -19,6 +19,7 @@ from cachetools import TLRUCache
 from .authenticator import RequestInfo
 from .cache import HitCache
 from .discovery import Metadata
+from .dpop import DPoPVerifier, dpop_setup
 from .errors import Challenge, InvalidToken, ServiceUnavailable
 from .flow import Effect, EffectFailed, Flow
 from .http import HTTP, require_secure_url
@@ -71,6 +72,7 @@ class IntrospectionAuth:
         max_cache_entries: int = 10_000,
         audience: str | Iterable[str] | None = None,
         dpop: Literal["allowed", "required", "off"] = "allowed",
+        dpop_verifier: DPoPVerifier | None = None,
         timeout: float = 5.0,
         http: HTTP | None = None,
         realm: str | None = None,
@@ -82,10 +84,6 @@ class IntrospectionAuth:
             raise ValueError(f"unsupported auth_method {auth_method!r}")
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret are required")
-        if dpop == "required":
-            raise ValueError("dpop='required' needs DPoP proof support, not available yet")
-        if dpop not in ("allowed", "off"):
-            raise ValueError("dpop must be 'allowed', 'required' or 'off'")
         self.issuer = issuer
         self.client_id = client_id
         self._client_secret = client_secret
@@ -105,8 +103,10 @@ class IntrospectionAuth:
         self._metadata = (
             Metadata(issuer, self._http, timeout, clock) if endpoint is None and issuer else None
         )
-        self.schemes: tuple[str, ...] = ("bearer",)
         self.challenge = Challenge("Bearer", (("realm", realm),) if realm else ())
+        self.dpop_verifier, self.schemes, self.challenges = dpop_setup(
+            dpop, dpop_verifier, self.challenge, clock
+        )
         self._hits = HitCache(max_cache_entries, clock)
         #: The hot path: the Identity of a token found active and still valid, or None.
         self.cached: Callable[[str], Identity | None] = self._hits.get
@@ -213,9 +213,6 @@ class IntrospectionAuth:
             raise bad("token has no subject", "missing_sub")
         cnf = a.get("cnf")
         jkt = cnf.get("jkt") if type(cnf) is dict else None
-        if jkt is not None and self.dpop != "off":
-            # RFC 9449 §7.1: a DPoP-bound token presented without its proof is refused.
-            raise bad("DPoP-bound token presented without a proof", "dpop_bound")
         ctx["sub"] = subject
         return Identity(
             subject=subject,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from .authenticator import RequestInfo
 from .cache import HitCache
 from .discovery import Metadata, get
+from .dpop import DPoPVerifier, dpop_setup
 from .errors import AuthError, Challenge, ServiceUnavailable
 from .flow import BUSY, EffectFailed, Flow
 from .http import HTTP, require_secure_url
@@ -102,6 +103,7 @@ class JWTAuth:
         scope_claims: Sequence[ScopeSource] = ("scope", "scp"),
         subject_claim: str = "sub",
         dpop: Literal["allowed", "required", "off"] = "allowed",
+        dpop_verifier: DPoPVerifier | None = None,
         cache_ttl: float = 300.0,
         max_cache_entries: int = 10_000,
         jwks_min_ttl: float = 60.0,
@@ -127,12 +129,7 @@ class JWTAuth:
         unknown = algs - ALGORITHMS
         if unknown:
             raise ValueError(f"unsupported algorithms: {sorted(unknown)} (never 'none')")
-        if dpop not in ("allowed", "required", "off"):
-            raise ValueError("dpop must be 'allowed', 'required' or 'off'")
-        if dpop == "required":
-            # DPoP proofs (RFC 9449) are verified from the OAuth release on; until then a
-            # configuration that could accept nothing is refused rather than left silent.
-            raise ValueError("dpop='required' needs DPoP proof support, not available yet")
+
         if leeway < 0 or leeway > 300:
             raise ValueError("leeway must be between 0 and 300 seconds")
         self.issuer = issuer
@@ -148,9 +145,11 @@ class JWTAuth:
         self.timeout = timeout
         self._clock = clock
         self._http = http or HTTP(timeout=timeout)
-        self.schemes: tuple[str, ...] = ("bearer",)
         params = (("realm", realm),) if realm else ()
         self.challenge = Challenge("Bearer", params)
+        self.dpop_verifier, self.schemes, self.challenges = dpop_setup(
+            dpop, dpop_verifier, self.challenge, clock
+        )
         self._hits = HitCache(max_cache_entries, clock)
         #: The hot path: the Identity of a token verified earlier and still valid, or None.
         self.cached: Callable[[str], Identity | None] = self._hits.get
@@ -309,10 +308,6 @@ class JWTAuth:
                 raise TokenError("token has no subject", reason="missing_sub")
         cnf = p.get("cnf")
         jkt = cnf.get("jkt") if type(cnf) is dict else None
-        if jkt is not None and self.dpop != "off":
-            # RFC 9449 §7.1: a DPoP-bound token is no bearer token; without its proof it
-            # must be refused, or a stolen copy would work.
-            raise TokenError("DPoP-bound token presented without a proof", reason="dpop_bound")
         return Identity(
             subject=subject,
             scopes=self._scopes(p),

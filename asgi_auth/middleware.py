@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Unpack
+from urllib.parse import quote
 
 from .authenticator import Authenticator, RequestInfo
 from .errors import AuthError, ErrorResponse, MissingCredentials
@@ -76,13 +77,23 @@ class AuthMiddleware:
                     await self.app(scope, receive, send)
                     return
                 raise MissingCredentials()
-            auth, token, label = got
+            auth, token, label, scheme = got
             if gate.require_https:
                 gate.check_transport(scope.get("scheme", "http"), _client(scope), found)
             identity = auth.cached(token)
             if identity is None:
                 gate.check_credential(token, label, auth.challenge.scheme)
                 identity = await self._driver.run(auth.flow(token, _info(scope, method, path)))
+            if scheme == "dpop" or identity.dpop_jkt is not None:
+                gate.check_binding(
+                    auth,
+                    scheme,
+                    token,
+                    identity,
+                    found.get("dpop"),
+                    method,
+                    lambda: _url(gate, scope, found),
+                )
             if decision.scopes:
                 gate.authorize(decision, identity)
         except AuthError as error:
@@ -146,6 +157,14 @@ def _route_path(scope: Scope) -> str:
         if path[len(root)] == "/":
             return path[len(root) :]
     return path
+
+
+def _url(gate: Gate, scope: Scope, found: dict[str, str]) -> str:
+    raw = scope.get("raw_path")
+    path = raw.decode("latin-1") if raw else quote(scope.get("root_path", "") + scope["path"])
+    server = scope.get("server") or ("localhost", None)
+    host = server[0] if server[1] in (None, 80, 443) else f"{server[0]}:{server[1]}"
+    return gate.request_url(scope.get("scheme", "http"), _client(scope), found, host, path)
 
 
 def _info(scope: Scope, method: str, path: str) -> RequestInfo:

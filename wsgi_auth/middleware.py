@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Unpack
+from urllib.parse import quote
 
 from asgi_auth.authenticator import Authenticator, RequestInfo
 from asgi_auth.errors import AuthError, MissingCredentials
@@ -69,7 +70,7 @@ class AuthMiddleware:
                     environ[IDENTITY_KEY] = ANONYMOUS
                     return self.app(environ, start_response)
                 raise MissingCredentials()
-            auth, token, label = got
+            auth, token, label, scheme = got
             if gate.require_https:
                 gate.check_transport(
                     environ.get("wsgi.url_scheme", "http"), environ.get("REMOTE_ADDR"), found
@@ -78,6 +79,16 @@ class AuthMiddleware:
             if identity is None:
                 gate.check_credential(token, label, auth.challenge.scheme)
                 identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
+            if scheme == "dpop" or identity.dpop_jkt is not None:
+                gate.check_binding(
+                    auth,
+                    scheme,
+                    token,
+                    identity,
+                    found.get("dpop"),
+                    method,
+                    lambda: _url(gate, environ, found),
+                )
             if decision.scopes:
                 gate.authorize(decision, identity)
         except AuthError as error:
@@ -104,6 +115,22 @@ def _path(environ: WSGIEnvironment) -> str:
         # PEP 3333 hands over the raw bytes as latin-1; match on the UTF-8 text.
         path = path.encode("latin-1").decode("utf-8", "replace")
     return path
+
+
+def _url(gate: Gate, environ: WSGIEnvironment, found: dict[str, str]) -> str:
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        path = raw.split("?", 1)[0]
+    else:
+        full = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        path = quote(full.encode("latin-1"))  # PEP 3333 bytes-as-latin-1 back to bytes
+    port = environ.get("SERVER_PORT", "")
+    host = environ.get("SERVER_NAME", "localhost")
+    if port and port not in ("80", "443"):
+        host = f"{host}:{port}"
+    return gate.request_url(
+        environ.get("wsgi.url_scheme", "http"), environ.get("REMOTE_ADDR"), found, host, path
+    )
 
 
 def _info(environ: WSGIEnvironment, method: str, path: str) -> RequestInfo:

@@ -1,0 +1,235 @@
+"""DPoP (RFC 9449) through the middleware, ASGI and WSGI, for JWT and introspected tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from asgi_auth import AuthMiddleware, IntrospectionAuth, JWTAuth
+from asgi_auth.dpop import DPoPVerifier, normalize_htu, thumbprint
+from tests.dpop_client import DPoPKey
+from tests.idp import IdP, running_idp
+
+URL = "http://testserver/me"
+
+
+@pytest.fixture
+def idp() -> Iterator[IdP]:
+    with running_idp() as server:
+        server.add_key("ES256")
+        yield server
+
+
+def _app() -> Starlette:
+    async def me(request: Request) -> JSONResponse:
+        i = request.auth
+        return JSONResponse({"sub": i.subject, "jkt": i.dpop_jkt, "method": i.method})
+
+    return Starlette(routes=[Route("/me", me, methods=["GET", "POST"])])
+
+
+def client(idp: IdP, **kw: Any) -> TestClient:
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, **kw)
+    return TestClient(AuthMiddleware(_app(), authenticators=[auth]))
+
+
+def test_bound_token_with_a_fresh_proof(idp: IdP) -> None:
+    key = DPoPKey()
+    token = idp.token(cnf={"jkt": key.jkt})
+    with client(idp) as c:
+        for _ in range(3):  # a cached token still needs a new proof each time
+            r = c.get(
+                "/me",
+                headers={"Authorization": f"DPoP {token}", "DPoP": key.proof("GET", URL, token)},
+            )
+            assert r.status_code == 200, r.text
+            assert r.json() == {"sub": "user-1", "jkt": key.jkt, "method": "jwt"}
+
+
+def _expect(r: Any, error: str) -> None:
+    """401 with the error on the challenge of its scheme: invalid_token on Bearer (a bound
+    token used as a bearer token) or DPoP, invalid_dpop_proof on DPoP."""
+    assert r.status_code == 401, r.text
+    bearer, _, dpop = r.headers["www-authenticate"].partition(", DPoP ")
+    if error == "invalid_dpop_proof":
+        assert f'error="{error}"' in dpop
+        assert "error=" not in bearer
+    else:
+        assert f'error="{error}"' in bearer + dpop
+    assert r.json()["error"] == error
+
+
+def test_refusals(idp: IdP) -> None:
+    key, other = DPoPKey(), DPoPKey()
+    token = idp.token(cnf={"jkt": key.jkt})
+    with client(idp) as c:
+
+        def get(headers: dict[str, str], method: str = "GET") -> Any:
+            return c.request(method, "/me", headers=headers)
+
+        auth = {"Authorization": f"DPoP {token}"}
+        # as Bearer, without proof: §7.1
+        r = get({"Authorization": f"Bearer {token}"})
+        _expect(r, "invalid_token")
+        assert r.headers["www-authenticate"].startswith('Bearer realm="api", error="invalid_token"')
+        r = get({"Authorization": f"Bearer {token}", "DPoP": key.proof("GET", URL, token)})
+        _expect(r, "invalid_token")
+        # DPoP scheme without a proof
+        _expect(get(auth), "invalid_dpop_proof")
+        # replayed proof
+        proof = key.proof("GET", URL, token)
+        assert get({**auth, "DPoP": proof}).status_code == 200
+        _expect(get({**auth, "DPoP": proof}), "invalid_dpop_proof")
+        # wrong htm, htu, ath, key, typ, iat, two proofs
+        _expect(get({**auth, "DPoP": key.proof("POST", URL, token)}), "invalid_dpop_proof")
+        _expect(
+            get({**auth, "DPoP": key.proof("GET", "http://testserver/other", token)}),
+            "invalid_dpop_proof",
+        )
+        _expect(get({**auth, "DPoP": key.proof("GET", URL, "another-token")}), "invalid_dpop_proof")
+        _expect(get({**auth, "DPoP": key.proof("GET", URL, None)}), "invalid_dpop_proof")
+        _expect(get({**auth, "DPoP": other.proof("GET", URL, token)}), "invalid_dpop_proof")
+        _expect(
+            get({**auth, "DPoP": key.proof("GET", URL, token, iat=int(time.time()) - 3600)}),
+            "invalid_dpop_proof",
+        )
+        two = f"{key.proof('GET', URL, token)}, {key.proof('GET', URL, token)}"
+        _expect(get({**auth, "DPoP": two}), "invalid_dpop_proof")
+        _expect(get({**auth, "DPoP": "not-a-jwt"}), "invalid_dpop_proof")
+        # an unbound token under the DPoP scheme
+        plain = idp.token(jti="plain")
+        r = get({"Authorization": f"DPoP {plain}", "DPoP": key.proof("GET", URL, plain)})
+        _expect(r, "invalid_token")
+        # the challenge advertises algorithms
+        assert 'DPoP realm="api", algs="' in get({}).headers["www-authenticate"]
+
+
+def test_query_and_fragment_do_not_count_in_htu(idp: IdP) -> None:
+    key = DPoPKey()
+    token = idp.token(cnf={"jkt": key.jkt})
+    with client(idp) as c:
+        r = c.get(
+            "/me?x=1",
+            headers={
+                "Authorization": f"DPoP {token}",
+                "DPoP": key.proof("GET", "HTTP://TestServer:80/me", token),
+            },
+        )
+    assert r.status_code == 200
+
+
+def test_dpop_required_refuses_bearer_and_off_ignores_binding(idp: IdP) -> None:
+    key = DPoPKey()
+    plain = idp.token(jti="p")
+    with client(idp, dpop="required") as c:
+        r = c.get("/me", headers={"Authorization": f"Bearer {plain}"})
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith("DPoP ")
+    bound = idp.token(cnf={"jkt": key.jkt})
+    with client(idp, dpop="off") as c:
+        assert c.get("/me", headers={"Authorization": f"Bearer {bound}"}).status_code == 200
+        r = c.get(
+            "/me", headers={"Authorization": f"DPoP {bound}", "DPoP": key.proof("GET", URL, bound)}
+        )
+        assert r.status_code == 401  # the DPoP scheme is not offered at all
+
+
+def test_server_nonce(idp: IdP) -> None:
+    key = DPoPKey()
+    token = idp.token(cnf={"jkt": key.jkt})
+    verifier = DPoPVerifier(require_nonce=True)
+    with client(idp, dpop_verifier=verifier) as c:
+        auth = {"Authorization": f"DPoP {token}"}
+        r = c.get("/me", headers={**auth, "DPoP": key.proof("GET", URL, token)})
+        assert r.status_code == 401
+        assert 'error="use_dpop_nonce"' in r.headers["www-authenticate"]
+        nonce = r.headers["dpop-nonce"]
+        r = c.get("/me", headers={**auth, "DPoP": key.proof("GET", URL, token, nonce=nonce)})
+        assert r.status_code == 200
+
+
+def test_introspected_dpop_token(idp: IdP) -> None:
+    key = DPoPKey()
+    idp.introspection["opaque"] = {
+        "active": True,
+        "sub": "s",
+        "exp": int(time.time()) + 60,
+        "cnf": {"jkt": key.jkt},
+        "token_type": "DPoP",
+    }
+    auth = IntrospectionAuth(
+        endpoint=idp.issuer + "/introspect", client_id="rs", client_secret="rs-secret"
+    )
+    with TestClient(AuthMiddleware(_app(), authenticators=[auth])) as c:
+        r = c.get(
+            "/me", headers={"Authorization": "DPoP opaque", "DPoP": key.proof("GET", URL, "opaque")}
+        )
+        assert r.json() == {"sub": "s", "jkt": key.jkt, "method": "introspection"}
+        assert c.get("/me", headers={"Authorization": "Bearer opaque"}).status_code == 401
+
+
+def test_wsgi(idp: IdP) -> None:
+    from flask import Flask
+    from flask import request as flask_request
+
+    from wsgi_auth import AuthMiddleware as WSGIAuth
+
+    app = Flask(__name__)
+
+    @app.post("/me")
+    def me() -> dict[str, Any]:
+        i = flask_request.environ["wsgi_auth.identity"]
+        return {"sub": i.subject, "jkt": i.dpop_jkt}
+
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    app.wsgi_app = WSGIAuth(app.wsgi_app, authenticators=[auth])  # type: ignore[method-assign]
+    key = DPoPKey()
+    token = idp.token(cnf={"jkt": key.jkt})
+    c = app.test_client()
+    url = "http://localhost/me"
+    r = c.post(
+        "/me", headers={"Authorization": f"DPoP {token}", "DPoP": key.proof("POST", url, token)}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json == {"sub": "user-1", "jkt": key.jkt}
+    r = c.post(
+        "/me", headers={"Authorization": f"DPoP {token}", "DPoP": key.proof("GET", url, token)}
+    )
+    assert r.status_code == 401
+
+
+def test_thumbprint_matches_rfc7638_example() -> None:
+    # RFC 7638 §3.1's example key and thumbprint.
+    jwk = {
+        "kty": "RSA",
+        "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSo"
+        "c_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YG"
+        "jQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt"
+        "-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDK"
+        "gw",
+        "e": "AQAB",
+        "alg": "RS256",
+        "kid": "2011-04-29",
+    }
+    assert thumbprint(jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+@pytest.mark.parametrize(
+    ("url", "normal"),
+    [
+        ("HTTPS://Example.COM:443/a/b?x=1#f", "https://example.com/a/b"),
+        ("http://example.com:8080/a", "http://example.com:8080/a"),
+        ("http://example.com", "http://example.com/"),
+        ("http://[::1]:80/x", "http://[::1]/x"),
+    ],
+)
+def test_htu_normalisation(url: str, normal: str) -> None:
+    assert normalize_htu(url) == normal
