@@ -1,1 +1,1 @@
-"""Benchmarks: `python -m benchmarks`."""
+"""Benchmarks: `python -m benchmarks` (see `benchmarks.suite.run` for the Python API)."""

@@ -678,8 +678,7 @@ def test_middleware_answers(idp: IdP) -> None:
         assert r.status_code == 401
         dpop = 'DPoP realm="api", algs="ES256 EdDSA Ed25519 RS256 PS256 ES384"'
         assert r.headers["www-authenticate"] == (
-            'Bearer realm="api", error="invalid_token", error_description="token expired", '
-            + dpop
+            'Bearer realm="api", error="invalid_token", error_description="token expired", ' + dpop
         )
         assert r.json() == {"error": "invalid_token", "error_description": "token expired"}
         r = c.get("/")
