@@ -17,6 +17,13 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def thumbprint_of(jwk: dict[str, Any]) -> str:
+    """RFC 7638 thumbprint, computed here independently of authgate."""
+    members = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+    canonical = json.dumps({k: jwk[k] for k in members[jwk["kty"]]}, separators=(",", ":"))
+    return _b64(hashlib.sha256(canonical.encode()).digest())
+
+
 class DPoPKey:
     def __init__(self) -> None:
         self.private = ec.generate_private_key(ec.SECP256R1())

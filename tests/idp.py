@@ -76,6 +76,11 @@ class IdP:
         self.introspections = 0
         self.introspect_clients = {"rs": "rs-secret"}
         self.last_introspection: dict[str, Any] = {}
+        # A client-credentials token endpoint (RFC 6749 §4.4), DPoP-aware (RFC 9449 §5).
+        self.token_clients = {"svc": "svc-secret"}
+        self.token_requests = 0
+        self.token_lifetime = 600
+        self.token_nonce: str | None = None  # when set, DPoP proofs must carry it
 
     @property
     def issuer(self) -> str:
@@ -130,12 +135,63 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
+        def _client_auth(self, form: dict[str, str]) -> tuple[str | None, str | None]:
+            import base64
+            from urllib.parse import unquote
+
+            auth = self.headers.get("Authorization") or ""
+            if auth.startswith("Basic "):
+                pair = base64.b64decode(auth[6:]).decode()
+                client, _, secret = pair.partition(":")
+                return unquote(client), unquote(secret)
+            return form.get("client_id"), form.get("client_secret")
+
+        def _token(self, form: dict[str, str]) -> None:
+            import jwt as pyjwt
+
+            from tests.dpop_client import thumbprint_of
+
+            with idp.lock:
+                idp.token_requests += 1
+            client, secret = self._client_auth(form)
+            if not client or idp.token_clients.get(client) != secret:
+                return self._send(401, b'{"error": "invalid_client"}')
+            if form.get("grant_type") != "client_credentials":
+                return self._send(400, b'{"error": "unsupported_grant_type"}')
+            claims: dict[str, Any] = {"client_id": client, "sub": client}
+            if form.get("scope"):
+                claims["scope"] = form["scope"]
+            if form.get("resource"):
+                claims["aud"] = form["resource"]
+            proof = self.headers.get("DPoP")
+            kind = "Bearer"
+            if proof:
+                header = pyjwt.get_unverified_header(proof)
+                key = pyjwt.PyJWK(header["jwk"]).key
+                body = pyjwt.decode(proof, key, algorithms=[header["alg"]])
+                if idp.token_nonce and body.get("nonce") != idp.token_nonce:
+                    self.send_response(400)
+                    self.send_header("DPoP-Nonce", idp.token_nonce)
+                    payload = b'{"error": "use_dpop_nonce"}'
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return None
+                claims["cnf"] = {"jkt": thumbprint_of(header["jwk"])}
+                kind = "DPoP"
+            kid = next(iter(idp.keys))
+            token = idp.token(kid, exp=int(idp.clock()) + idp.token_lifetime, **claims)
+            answer = {"access_token": token, "token_type": kind, "expires_in": idp.token_lifetime}
+            return self._send(200, json.dumps(answer).encode())
+
         def do_POST(self) -> None:
             import base64
             from urllib.parse import parse_qsl, unquote
 
             length = int(self.headers.get("Content-Length") or 0)
             form = dict(parse_qsl(self.rfile.read(length).decode()))
+            if self.path == "/token":
+                return self._token(form)
             if self.path != "/introspect":
                 return self._send(404, b"{}")
             with idp.lock:
@@ -182,6 +238,7 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                     "issuer": idp.issuer,
                     "jwks_uri": idp.jwks_uri,
                     "introspection_endpoint": idp.issuer + "/introspect",
+                    "token_endpoint": idp.issuer + "/token",
                 }
                 return self._send(200, json.dumps(doc).encode())
             if self.path == "/jwks":
