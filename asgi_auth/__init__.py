@@ -17,6 +17,7 @@ from .identity import ANONYMOUS, AuthUser, Identity
 from .introspection import IntrospectionAuth
 from .jwt import JWTAuth
 from .middleware import AuthMiddleware
+from .resource import ProtectedResource
 from .rules import Rule
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "InvalidToken",
     "JWTAuth",
     "MissingCredentials",
+    "ProtectedResource",
     "RequestInfo",
     "Rule",
     "ServiceUnavailable",

@@ -24,6 +24,7 @@ from .errors import (
     InvalidToken,
 )
 from .identity import Identity
+from .resource import ProtectedResource
 from .rules import Access, Decision, Rule, Rules
 
 ErrorHook = Callable[[AuthError, RequestInfo], "ErrorResponse | None"]
@@ -52,7 +53,9 @@ class GateOptions(TypedDict, total=False):
     - `trusted_proxies`: addresses/networks whose `X-Forwarded-Proto`/`Forwarded` are
       believed (rightmost value) when deciding whether the request came over HTTPS.
     - `on_error`: `(error, request) -> ErrorResponse | None` to customise denials.
-    - `max_credential_bytes`: longer credential headers are refused with 400 (8192).
+    - `max_credential_bytes`: longer credentials are refused with 401 (8192).
+    - `resource`: a `ProtectedResource` to publish as RFC 9728 metadata (served at its
+      well-known path, named in every 401 challenge).
     """
 
     optional_paths: Iterable[str]
@@ -66,6 +69,7 @@ class GateOptions(TypedDict, total=False):
     trusted_proxies: Iterable[str]
     on_error: ErrorHook | None
     max_credential_bytes: int
+    resource: ProtectedResource | None
 
 
 class Gate:
@@ -88,6 +92,7 @@ class Gate:
         trusted_proxies: Iterable[str] = (),
         on_error: ErrorHook | None = None,
         max_credential_bytes: int = 8192,
+        resource: ProtectedResource | None = None,
     ) -> None:
         authenticators = list(authenticators)
         if not authenticators:
@@ -145,6 +150,28 @@ class Gate:
                 if "realm" not in dict(ch.params):
                     ch = Challenge(ch.scheme, (("realm", realm), *ch.params))
                 challenges.setdefault(ch.scheme, ch)
+        self.resource = resource
+        self.resource_path: str | None = None
+        self.resource_response: ErrorResponse | None = None
+        if resource is not None:
+            verifiers = [getattr(a, "dpop_verifier", None) for a in authenticators]
+            body = resource.document(
+                issuers=[i for a in authenticators if (i := getattr(a, "issuer", None))],
+                scopes=self.rules.all_scopes(),
+                dpop_algs=[alg for v in verifiers if v is not None for alg in v.algs_param.split()],
+                bearer=any("bearer" in a.schemes for a in authenticators),
+            )
+            self.resource_path = resource.path
+            self.resource_response = ErrorResponse(
+                200,
+                [("Content-Type", "application/json"), ("Cache-Control", "max-age=300")],
+                body,
+            )
+            # RFC 9728 §5.1: every challenge points clients at the metadata.
+            challenges = {
+                k: Challenge(c.scheme, (*c.params, ("resource_metadata", resource.url)))
+                for k, c in challenges.items()
+            }
         self.challenges = tuple(challenges.values())
 
     # -- per request -------------------------------------------------------------------

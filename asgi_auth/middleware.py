@@ -55,6 +55,10 @@ class AuthMiddleware:
         gate = self.gate
         method = scope["method"] if kind == "http" else "GET"
         path = _route_path(scope)
+        if path == gate.resource_path and method in ("GET", "HEAD") and kind == "http":
+            assert gate.resource_response is not None
+            await _respond(gate.resource_response, send)
+            return
         decision = gate.rules.decide(method, path)
         if decision.access == "public":
             scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
@@ -108,14 +112,10 @@ class AuthMiddleware:
     async def _deny(
         self, response: ErrorResponse, error: AuthError, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-        headers.append((b"content-length", str(len(response.body)).encode()))
         if scope["type"] == "http":
-            await send(
-                {"type": "http.response.start", "status": response.status, "headers": headers}
-            )
-            await send({"type": "http.response.body", "body": response.body})
+            await _respond(response, send)
             return
+        headers = _raw_headers(response)
         # WebSocket: wait for the connect event, then refuse before accepting.
         message = await receive()
         if message["type"] != "websocket.connect":
@@ -135,6 +135,18 @@ class AuthMiddleware:
         code = 1013 if error.status == 503 else 1008
         # The description is plain ASCII; a close reason must fit a 125-byte frame.
         await send({"type": "websocket.close", "code": code, "reason": error.description[:120]})
+
+
+def _raw_headers(response: ErrorResponse) -> list[tuple[bytes, bytes]]:
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    headers.append((b"content-length", str(len(response.body)).encode()))
+    return headers
+
+
+async def _respond(response: ErrorResponse, send: Send) -> None:
+    headers = _raw_headers(response)
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
 
 
 def _client(scope: Scope) -> str | None:

@@ -147,6 +147,14 @@ class Rules:
         # in entries and in key length, so odd paths cannot grow it.
         self._memo: dict[str, Decision] = {}
 
+    def all_scopes(self) -> frozenset[str]:
+        """Every scope any rule (or the default) requires."""
+        found = set(self.default.scopes)
+        for entries in self._table.values():
+            for _, decision in entries:
+                found |= decision.scopes
+        return frozenset(found)
+
     def _match(self, method: str, path: str) -> Decision:
         table = self._table
         p = _strip(path)

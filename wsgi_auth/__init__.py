@@ -13,6 +13,7 @@ from asgi_auth import (
     Identity,
     IntrospectionAuth,
     JWTAuth,
+    ProtectedResource,
     Rule,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "Identity",
     "IntrospectionAuth",
     "JWTAuth",
+    "ProtectedResource",
     "Rule",
 ]

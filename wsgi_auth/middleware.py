@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Unpack
 from urllib.parse import quote
 
 from asgi_auth.authenticator import Authenticator, RequestInfo
-from asgi_auth.errors import AuthError, MissingCredentials
+from asgi_auth.errors import AuthError, ErrorResponse, MissingCredentials
 from asgi_auth.flow import SyncDriver
 from asgi_auth.gate import Gate, GateOptions
 from asgi_auth.identity import ANONYMOUS
@@ -54,6 +54,9 @@ class AuthMiddleware:
         gate = self.gate
         method = environ.get("REQUEST_METHOD", "GET")
         path = _path(environ)
+        if path == gate.resource_path and method in ("GET", "HEAD"):
+            assert gate.resource_response is not None
+            return _respond(gate.resource_response, start_response)
         decision = gate.rules.decide(method, path)
         if decision.access == "public":
             environ[IDENTITY_KEY] = ANONYMOUS
@@ -92,15 +95,19 @@ class AuthMiddleware:
             if decision.scopes:
                 gate.authorize(decision, identity)
         except AuthError as error:
-            response = gate.deny(error, _info(environ, method, path))
-            headers = [*response.headers, ("Content-Length", str(len(response.body)))]
-            start_response(f"{response.status} {_REASONS.get(response.status, 'Error')}", headers)
-            return [response.body]
+            return _respond(gate.deny(error, _info(environ, method, path)), start_response)
         environ[IDENTITY_KEY] = identity
         return self.app(environ, start_response)
 
 
+def _respond(response: ErrorResponse, start_response: StartResponse) -> list[bytes]:
+    headers = [*response.headers, ("Content-Length", str(len(response.body)))]
+    start_response(f"{response.status} {_REASONS.get(response.status, 'Error')}", headers)
+    return [response.body]
+
+
 _REASONS = {
+    200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
