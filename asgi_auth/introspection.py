@@ -55,8 +55,8 @@ class IntrospectionAuth:
     """
 
     method = "introspection"
-    header = None
-    query_param = None
+    header: str | None = None
+    query_param: str | None = None
     fallback = True  # among bearer authenticators, the one for tokens no JWTAuth claims
 
     def __init__(

@@ -86,8 +86,8 @@ class JWTAuth:
     """
 
     method = "jwt"
-    header = None
-    query_param = None
+    header: str | None = None
+    query_param: str | None = None
 
     def __init__(
         self,
