@@ -208,7 +208,8 @@ class Gate:
             auths = self.by_scheme.get(scheme)
             if auths is not None:
                 token = token.lstrip(" ")
-                got = (self._owner(auths, token), token, "Authorization header", scheme)
+                owner = auths[0] if len(auths) == 1 else self._owner(auths, token)
+                got = (owner, token, "Authorization header", scheme)
             elif not token.strip() or not scheme:
                 raise InvalidRequest("malformed Authorization header", reason="malformed_header")
         for name, auth, label in self.header_auths:
@@ -230,8 +231,8 @@ class Gate:
         return any(name in query for name in self._query_names)
 
     def _owner(self, auths: list[Authenticator], token: str) -> Authenticator:
-        if len(auths) == 1 or len(token) > self.max_credential_bytes:
-            return auths[0]  # one owner, or junk that check_credential refuses anyway
+        if len(token) > self.max_credential_bytes:
+            return auths[0]  # junk that check_credential refuses anyway
         # Specific owners first (a JWTAuth claims its issuer's tokens), then a fallback
         # such as introspection; never one after another on failure.
         for auth in auths:

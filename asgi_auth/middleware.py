@@ -54,7 +54,7 @@ class AuthMiddleware:
             return
         gate = self.gate
         method = scope["method"] if kind == "http" else "GET"
-        path = _route_path(scope)
+        path = _route_path(scope) if scope.get("root_path") else scope["path"]
         if path == gate.resource_path and method in ("GET", "HEAD") and kind == "http":
             assert gate.resource_response is not None
             await _respond(gate.resource_response, send)
