@@ -6,15 +6,12 @@ import asyncio
 import base64
 import hashlib
 import re
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,6 +21,7 @@ from asgi_auth import APIKeyAuth, AuthMiddleware, JWTAuth
 from asgi_auth.client import APIKey, ClientCredentials, DPoPKey, TokenError, pkce_pair
 from asgi_auth.keys import MemoryKeyStore
 from tests.idp import IdP, running_idp
+from tests.servers import Server
 
 
 @pytest.fixture
@@ -39,32 +37,6 @@ def _app(*authenticators: Any) -> AuthMiddleware:
         return JSONResponse({"sub": i.subject, "jkt": i.dpop_jkt, "scopes": sorted(i.scopes)})
 
     return AuthMiddleware(Starlette(routes=[Route("/me", me)]), authenticators=list(authenticators))
-
-
-class Server:
-    """A real uvicorn server on 127.0.0.1 for the duration of a test."""
-
-    def __init__(self, app: Any) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        self.thread.start()
-        for _ in range(500):  # bounded readiness polling
-            if self.server.started:
-                break
-            time.sleep(0.01)
-        assert self.server.started
-        return f"http://127.0.0.1:{self.port}"
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 def test_pkce_pair() -> None:
