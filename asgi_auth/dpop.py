@@ -16,6 +16,7 @@ import threading
 import time
 from base64 import urlsafe_b64encode
 from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -69,6 +70,7 @@ def access_token_hash(token: str) -> str:
     return b64url(hashlib.sha256(token.encode("ascii")).digest())
 
 
+@lru_cache(maxsize=1024)  # a client and an API repeat a handful of URLs; bounded
 def normalize_htu(url: str) -> str:
     """Scheme and host lowercased, default port dropped, query and fragment removed
     (RFC 9449 §4.3 point 9, RFC 3986 §6.2.2-§6.2.3)."""
