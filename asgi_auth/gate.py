@@ -31,10 +31,12 @@ ErrorHook = Callable[[AuthError, RequestInfo], "ErrorResponse | None"]
 
 # Parameter names that carry credentials in URLs; refused unless an authenticator opts in
 # (RFC 6750 §2.3 and §5.3: URLs are logged and cached).
+_KNOWN_MAX = 4096
 _QUERY_CREDENTIAL_NAMES = frozenset({"access_token", "api_key", "apikey", "api-key", "token"})
 
 
-Credential = tuple[Authenticator, str, str, str]
+#: `(authenticator, credential, label, scheme, raw header value)`.
+Credential = tuple[Authenticator, str, str, str, str | None]
 
 
 class GateOptions(TypedDict, total=False):
@@ -142,6 +144,7 @@ class Gate:
             wanted.update(("dpop", "host"))
         self.wanted = frozenset(wanted)
         self.refused_query_names = _QUERY_CREDENTIAL_NAMES - self.by_query.keys()
+        self._known: dict[str, Credential] = {}
         self._query_names = tuple(self.refused_query_names | self.by_query.keys())
 
         challenges: dict[str, Challenge] = {}
@@ -193,31 +196,41 @@ class Gate:
             raise InvalidRequest(f"{label} is not a valid credential", reason="malformed_header")
 
     def extract(self, found: Mapping[str, str], query: str) -> Credential | None:
-        """`(authenticator, credential, label, scheme)` for the request's credential, or
-        None; `scheme` is the `Authorization` scheme, lowercased, or "" for other places.
+        """`(authenticator, credential, label, scheme, raw)` for the request's credential,
+        or None; `scheme` is the `Authorization` scheme, lowercased, or "" for other places.
 
         Raises `InvalidRequest` for two credentials (RFC 6750 §3.1: more than one
         method), a malformed `Authorization` header, or credentials in the query string
         where refused. The credential itself is not yet checked: see `check_credential`.
         """
         got: Credential | None = None
+        known = self._known
         authz = found.get("authorization")
         if authz is not None:
-            scheme, _, token = authz.partition(" ")
-            scheme = scheme.lower()
-            auths = self.by_scheme.get(scheme)
-            if auths is not None:
-                token = token.lstrip(" ")
-                owner = auths[0] if len(auths) == 1 else self._owner(auths, token)
-                got = (owner, token, "Authorization header", scheme)
-            elif not token.strip() or not scheme:
-                raise InvalidRequest("malformed Authorization header", reason="malformed_header")
+            got = known.get(authz)
+            if got is None or not got[3]:  # [3]: a scheme, so it was an Authorization value
+                scheme, _, token = authz.partition(" ")
+                scheme = scheme.lower()
+                auths = self.by_scheme.get(scheme)
+                if auths is not None:
+                    token = token.lstrip(" ")
+                    owner = auths[0] if len(auths) == 1 else self._owner(auths, token)
+                    got = (owner, token, "Authorization header", scheme, authz)
+                elif not token.strip() or not scheme:
+                    raise InvalidRequest(
+                        "malformed Authorization header", reason="malformed_header"
+                    )
         for name, auth, label in self.header_auths:
             value = found.get(name)
             if value is not None:
                 if got is not None:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
-                got = (auth, value.strip(" "), label, "")
+                seen = known.get(value)
+                got = (
+                    seen
+                    if seen is not None and seen[0] is auth
+                    else (auth, value.strip(" "), label, "", value)
+                )
         if query and self._mentions_credential(query):
             q = self._from_query(query)
             if q is not None:
@@ -225,6 +238,16 @@ class Gate:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
                 got = q
         return got
+
+    def remember(self, credential: Credential) -> None:
+        """Keep how a header value that just authenticated parses, so the next request
+        with it skips the parse, and hands the cache the very string object it stored
+        (whose hash is computed already). Only verified values get in; bounded."""
+        raw = credential[4]
+        if raw is not None:
+            if len(self._known) >= _KNOWN_MAX:
+                self._known.clear()
+            self._known[raw] = credential
 
     def _mentions_credential(self, query: str) -> bool:
         # A substring scan first: most query strings never need parsing.
@@ -255,7 +278,7 @@ class Gate:
             if auth is not None:
                 if got is not None:
                     raise InvalidRequest("more than one credential", reason="multiple_credentials")
-                got = (auth, value, f"{name} parameter", "")
+                got = (auth, value, f"{name} parameter", "", None)
         return got
 
     def is_preflight(self, method: str, found: Mapping[str, str]) -> bool:

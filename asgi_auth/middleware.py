@@ -81,13 +81,14 @@ class AuthMiddleware:
                     await self.app(scope, receive, send)
                     return
                 raise MissingCredentials()
-            auth, token, label, scheme = got
+            auth, token, label, scheme, _raw = got
             if gate.require_https:
                 gate.check_transport(scope.get("scheme", "http"), _client(scope), found)
             identity = auth.cached(token)
             if identity is None:
                 gate.check_credential(token, label, auth.challenge.scheme)
                 identity = await self._driver.run(auth.flow(token, _info(scope, method, path)))
+                gate.remember(got)
             if scheme == "dpop" or identity.dpop_jkt is not None:
                 gate.check_binding(
                     auth,

@@ -73,7 +73,7 @@ class AuthMiddleware:
                     environ[IDENTITY_KEY] = ANONYMOUS
                     return self.app(environ, start_response)
                 raise MissingCredentials()
-            auth, token, label, scheme = got
+            auth, token, label, scheme, _raw = got
             if gate.require_https:
                 gate.check_transport(
                     environ.get("wsgi.url_scheme", "http"), environ.get("REMOTE_ADDR"), found
@@ -82,6 +82,7 @@ class AuthMiddleware:
             if identity is None:
                 gate.check_credential(token, label, auth.challenge.scheme)
                 identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
+                gate.remember(got)
             if scheme == "dpop" or identity.dpop_jkt is not None:
                 gate.check_binding(
                     auth,
