@@ -214,9 +214,18 @@ class AsyncDriver:
         return result
 
     async def run(self, flow: Flow[T]) -> T:
-        releases: list[Release] = []
         try:
             effect = next(flow)
+        except StopIteration as stop:
+            done: T = stop.value
+            return done
+        return await self.resume(flow, effect)
+
+    async def resume(self, flow: Flow[T], effect: Effect) -> T:
+        """Go on with a flow that has yielded `effect` (callers may run the first step
+        themselves, which saves a coroutine when the flow needs no I/O at all)."""
+        releases: list[Release] = []
+        try:
             while True:
                 try:
                     result = await self._perform(effect, releases)

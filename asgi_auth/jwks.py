@@ -101,6 +101,8 @@ class KeySet:
     last_unknown_refetch: float = float("-inf")
     generation: int = 0
     _missing_since: float | None = None  # the oldest absence, so lookups skip the scan
+    # alg -> kid -> keys; replaced whenever the entries change (see _set_entries)
+    _memo: dict[str, dict[str | None, list[VerifyKey]]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, keys: Iterable[VerifyKey], clock: Callable[[], float]) -> KeySet:
@@ -156,7 +158,7 @@ class KeySet:
         for ident, entry in list(entries.items()):
             if ident not in fresh and entry.missing_since is None:
                 entry.missing_since = now
-        self._entries = entries
+        self._set_entries(entries)
         self._note_missing()
         self.expire_missing(now)
         self.fetched_at = now
@@ -181,8 +183,13 @@ class KeySet:
             entries = dict(self._entries)
             for ident in gone:
                 entries.pop(ident).key.active = False
-            self._entries = entries
+            self._set_entries(entries)
         self._note_missing()
+
+    def _set_entries(self, entries: dict[str, _Entry]) -> None:
+        self._memo = {}  # first, so no lookup pairs the new entries with an old answer
+        self._entries = entries
+        self._memo = {}
 
     def _note_missing(self) -> None:
         since = [e.missing_since for e in self._entries.values() if e.missing_since is not None]
@@ -193,6 +200,20 @@ class KeySet:
     def find(self, kid: str | None, alg: str) -> list[VerifyKey]:
         """Keys that may verify a token with this `kid` and `alg`. `kid` is only a
         dictionary key here: it never names a file, URL or query."""
+        memo = self._memo
+        by_kid = memo.get(alg)
+        if by_kid is not None:
+            found = by_kid.get(kid)
+            if found is not None:
+                return found
+        found = self._find(kid, alg)
+        if found:  # only real keys: random kids cannot grow the memo (bounded anyway)
+            if sum(map(len, memo.values())) >= 256:
+                memo.clear()
+            memo.setdefault(alg, {})[kid] = found
+        return found
+
+    def _find(self, kid: str | None, alg: str) -> list[VerifyKey]:
         entries = self._entries
         if kid is not None:
             entry = entries.get(kid)
@@ -202,7 +223,7 @@ class KeySet:
                 return []
         return [
             e.key
-            for e in self._entries.values()
+            for e in entries.values()
             if (kid is None or e.key.kid is None) and e.key.fits(alg)
         ][:4]
 

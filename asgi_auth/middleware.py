@@ -46,6 +46,10 @@ class AuthMiddleware:
         self.gate = Gate(authenticators, logger=logger, public_paths=public_paths, **options)
         self._driver = AsyncDriver()
         self._wanted = {name.encode("latin-1"): name for name in self.gate.wanted}
+        # Bound once: each saves an attribute lookup per request on the hot path.
+        self._decide = self.gate.rules.decide
+        self._extract = self.gate.extract
+        self._resource_path = self.gate.resource_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -55,11 +59,11 @@ class AuthMiddleware:
         gate = self.gate
         method = scope["method"] if kind == "http" else "GET"
         path = _route_path(scope) if scope.get("root_path") else scope["path"]
-        if path == gate.resource_path and method in ("GET", "HEAD") and kind == "http":
+        if path == self._resource_path and method in ("GET", "HEAD") and kind == "http":
             assert gate.resource_response is not None
             await _respond(gate.resource_response, send)
             return
-        decision = gate.rules.decide(method, path)
+        decision = self._decide(method, path)
         if decision.access == "public":
             scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
             await self.app(scope, receive, send)
@@ -74,7 +78,7 @@ class AuthMiddleware:
                 found[key] = f"{found[key]}, {text}" if key in found else text
         try:
             qs = scope.get("query_string")
-            got = gate.extract(found, qs.decode("latin-1") if qs else "")
+            got = self._extract(found, qs.decode("latin-1") if qs else "")
             if got is None:
                 if decision.access == "optional" or gate.is_preflight(method, found):
                     scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
@@ -87,7 +91,13 @@ class AuthMiddleware:
             identity = auth.cached(token)
             if identity is None:
                 gate.check_credential(token, label, auth.challenge.scheme)
-                identity = await self._driver.run(auth.flow(token, _info(scope, method, path)))
+                flow = auth.flow(token, _info(scope, method, path))
+                try:
+                    effect = next(flow)  # no I/O needed (keys or records cached): no await
+                except StopIteration as done:
+                    identity = done.value
+                else:
+                    identity = await self._driver.resume(flow, effect)
                 gate.remember(got)
             if scheme == "dpop" or identity.dpop_jkt is not None:
                 gate.check_binding(
