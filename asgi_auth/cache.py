@@ -56,13 +56,18 @@ class HitCache:
         now = self._clock()
         if deadline <= now:
             return
+        hits = self._hits
+        if len(hits) < self.max_entries:
+            hits[token] = (identity, deadline, guard)  # one atomic store: no lock needed
+            return
         with self._lock:
-            hits = self._hits
             if len(hits) >= self.max_entries:
                 # Drop dead entries first, else the older half: amortised O(1) per insert.
-                dead = [t for t, (_, d, g) in hits.items() if d <= now or not g.active]
-                for t in dead or list(hits)[: len(hits) // 2]:
-                    del hits[t]
+                # list() snapshots in one C call: inserts on other threads take no lock.
+                entries = list(hits.items())
+                dead = [t for t, (_, d, g) in entries if d <= now or not g.active]
+                for t in dead or [t for t, _ in entries[: len(entries) // 2]]:
+                    hits.pop(t, None)
             hits[token] = (identity, deadline, guard)
 
     def discard(self, match: Callable[[Identity], bool] | None = None) -> None:
@@ -71,5 +76,6 @@ class HitCache:
             if match is None:
                 self._hits.clear()
             else:
-                for t in [t for t, (ident, _, _) in self._hits.items() if match(ident)]:
-                    del self._hits[t]
+                for t, (ident, _, _) in list(self._hits.items()):
+                    if match(ident):
+                        self._hits.pop(t, None)

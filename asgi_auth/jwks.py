@@ -207,10 +207,11 @@ class KeySet:
             if found is not None:
                 return found
         found = self._find(kid, alg)
-        if found:  # only real keys: random kids cannot grow the memo (bounded anyway)
-            if sum(map(len, memo.values())) >= 256:
-                memo.clear()
-            memo.setdefault(alg, {})[kid] = found
+        if found:  # only real keys; kid-less key sets could see any kid, so bounded too
+            by_kid = memo.setdefault(alg, {})
+            if len(by_kid) >= 256:
+                by_kid.clear()
+            by_kid[kid] = found
         return found
 
     def _find(self, kid: str | None, alg: str) -> list[VerifyKey]:
