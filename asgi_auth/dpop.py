@@ -219,7 +219,11 @@ class DPoPVerifier:
         if claims.get("htm") != method:
             raise DPoPError("DPoP proof htm mismatch", reason="dpop_htm")
         htu = claims.get("htu")
-        if type(htu) is not str or normalize_htu(htu) != normalize_htu(url):
+        try:
+            same = type(htu) is str and normalize_htu(htu) == normalize_htu(url)
+        except ValueError:  # a bad port or host, in the proof or the Host header
+            same = False
+        if not same:
             raise DPoPError("DPoP proof htu mismatch", reason="dpop_htu")
         now = self._clock()
         iat = claims.get("iat")

@@ -134,11 +134,18 @@ class InsufficientScope(AuthError):
     status = 403
     error = "insufficient_scope"
 
-    def __init__(self, required: frozenset[str], *, context: Mapping[str, object] | None = None):
+    def __init__(
+        self,
+        required: frozenset[str],
+        *,
+        scheme: str | None = None,
+        context: Mapping[str, object] | None = None,
+    ):
         self.required = required
         super().__init__(
             "the request requires higher privileges than provided by the credential",
             reason="insufficient_scope",
+            scheme=scheme,
             context=context,
         )
 

@@ -32,7 +32,7 @@ ErrorHook = Callable[[AuthError, RequestInfo], "ErrorResponse | None"]
 # Parameter names that carry credentials in URLs; refused unless an authenticator opts in
 # (RFC 6750 §2.3 and §5.3: URLs are logged and cached).
 _KNOWN_MAX = 4096
-_QUERY_CREDENTIAL_NAMES = frozenset({"access_token", "api_key", "apikey", "api-key", "token"})
+_QUERY_CREDENTIAL_NAMES = frozenset({"access_token", "api_key", "apikey", "api-key"})
 
 
 #: `(authenticator, credential, label, scheme, raw header value)`.
@@ -49,8 +49,9 @@ class GateOptions(TypedDict, total=False):
     - `default`: access for paths no rule covers (`"protected"`).
     - `case_sensitive_paths`: match rules case-sensitively (default True).
     - `realm`: the realm in `WWW-Authenticate` challenges.
-    - `allow_cors_preflight`: let `OPTIONS` + `Access-Control-Request-Method` through
-      unauthenticated, so CORS works when `CORSMiddleware` sits inside (default True).
+    - `allow_cors_preflight`: let a CORS preflight (`OPTIONS` with `Origin` and
+      `Access-Control-Request-Method`) through unauthenticated, so CORS works when
+      `CORSMiddleware` sits inside (default True).
     - `require_https`: refuse credentials sent over plain HTTP.
     - `trusted_proxies`: addresses/networks whose `X-Forwarded-Proto`/`Forwarded` are
       believed (rightmost value) when deciding whether the request came over HTTPS.
@@ -136,7 +137,7 @@ class Gate:
         # Header names (lowercase) a middleware must collect for each request.
         wanted = {"authorization", *(h for h, _, _ in self.header_auths)}
         if allow_cors_preflight:
-            wanted.add("access-control-request-method")
+            wanted.update(("access-control-request-method", "origin"))
         if self.trusted_proxies:
             wanted.update(("x-forwarded-proto", "forwarded"))
         self.dpop = any(getattr(a, "dpop_verifier", None) is not None for a in authenticators)
@@ -228,7 +229,7 @@ class Gate:
                 seen = known.get(value)
                 got = (
                     seen
-                    if seen is not None and seen[0] is auth
+                    if seen is not None and seen[0] is auth and not seen[3]
                     else (auth, value.strip(" "), label, "", value)
                 )
         if query and self._mentions_credential(query):
@@ -286,6 +287,9 @@ class Gate:
             self.allow_cors_preflight
             and method == "OPTIONS"
             and "access-control-request-method" in found
+            # CORSMiddleware answers only a real preflight, with an Origin; anything
+            # else would reach the app unauthenticated.
+            and "origin" in found
         )
 
     def effective_scheme(self, scheme: str, client: str | None, found: Mapping[str, str]) -> str:
@@ -332,8 +336,8 @@ class Gate:
         (a proof is single-use), after the token itself was checked or found cached."""
         verifier: DPoPVerifier | None = getattr(auth, "dpop_verifier", None)
         if scheme != "dpop":
-            if verifier is None:
-                return  # DPoP turned off for this authenticator: the binding is not ours
+            # With DPoP on or off here: a bound token used as a bearer token is exactly
+            # the stolen-token replay its binding exists to stop.
             raise InvalidToken(
                 "DPoP-bound token presented as a bearer token",
                 reason="dpop_bound_as_bearer",
@@ -355,10 +359,13 @@ class Gate:
             raise DPoPError("more than one DPoP proof", reason="dpop_multiple")
         verifier.verify(proof, method=method, url=url(), access_token=token, jkt=identity.dpop_jkt)
 
-    def authorize(self, decision: Decision, identity: Identity) -> None:
+    def authorize(self, decision: Decision, identity: Identity, scheme: str | None = None) -> None:
+        """403 unless the identity holds the route's scopes; the error goes on the
+        challenge of the scheme the credential came with (RFC 6750 §3, RFC 9449 §7.1)."""
         if decision.scopes and not decision.scopes <= identity.scopes:
             raise InsufficientScope(
                 decision.scopes,
+                scheme=scheme,
                 context={"subject": identity.subject, "key_id": identity.key_id},
             )
 
@@ -384,6 +391,11 @@ class Gate:
 
 def _forwarded_proto(found: Mapping[str, str]) -> str | None:
     # Like werkzeug's ProxyFix: only the rightmost value, set by the proxy we trust.
+    # X-Forwarded-Proto first: proxies that set it (nginx, most load balancers) pass a
+    # client's own Forwarded header through untouched.
+    xfp = found.get("x-forwarded-proto")
+    if xfp:
+        return xfp.rsplit(",", 1)[-1].strip().lower()
     fwd = found.get("forwarded")
     if fwd:
         last = fwd.rsplit(",", 1)[-1]
@@ -391,7 +403,4 @@ def _forwarded_proto(found: Mapping[str, str]) -> str | None:
             k, _, v = part.strip().partition("=")
             if k.lower() == "proto":
                 return v.strip('"').lower()
-    xfp = found.get("x-forwarded-proto")
-    if xfp:
-        return xfp.rsplit(",", 1)[-1].strip().lower()
     return None

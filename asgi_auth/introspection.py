@@ -182,7 +182,7 @@ class IntrospectionAuth:
 
         exp = a.get("exp")
         if exp is not None:
-            if type(exp) not in (int, float):
+            if type(exp) not in (int, float) or not 0 <= exp < 1e12:
                 raise _unavailable("introspection_invalid", ctx)
             if exp <= now:
                 raise bad("token expired", "expired")

@@ -271,7 +271,7 @@ class JWTAuth:
         exp = p.get("exp")
         if exp is None:
             raise TokenError("token has no exp", reason="missing_exp")
-        if type(exp) is not int and type(exp) is not float:
+        if (type(exp) is not int and type(exp) is not float) or not 0 <= exp < 1e12:
             raise TokenError("malformed exp", reason="malformed_claim")
         if now > exp + leeway:
             raise TokenError("token expired", reason="expired")

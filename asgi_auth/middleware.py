@@ -58,6 +58,9 @@ class AuthMiddleware:
             return
         gate = self.gate
         method = scope["method"] if kind == "http" else "GET"
+        if not method.isupper():
+            # Servers pass `post` through and frameworks route it as POST: rules must too.
+            method = method.upper()
         path = _route_path(scope) if scope.get("root_path") else scope["path"]
         if path == self._resource_path and method in ("GET", "HEAD") and kind == "http":
             assert gate.resource_response is not None
@@ -110,7 +113,9 @@ class AuthMiddleware:
                     lambda: _url(gate, scope, found),
                 )
             if decision.scopes:
-                gate.authorize(decision, identity)
+                gate.authorize(
+                    decision, identity, "DPoP" if scheme == "dpop" else auth.challenge.scheme
+                )
         except AuthError as error:
             await self._deny(
                 gate.deny(error, _info(scope, method, path)), error, scope, receive, send

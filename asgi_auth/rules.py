@@ -170,6 +170,7 @@ class Rules:
 
     def decide(self, method: str, path: str) -> Decision:
         """The decision for a request; `path` is the decoded path, without query."""
+        method = method.upper()
         key = method + " " + path if self._by_method else path
         decision = self._memo.get(key)
         if decision is None:

@@ -284,7 +284,7 @@ def test_query_key_works_when_enabled(kind: str, store: MemoryKeyStore, keys: Ke
     assert reply.reached
     # Still one credential only, and the other credential names stay refused.
     assert client("/items", query=f"api_key={keys.good}&api_key={keys.good}").status == 400
-    assert client("/items", query=f"api_key={keys.good}&token=x").status == 400
+    assert client("/items", query=f"api_key={keys.good}&access_token=x").status == 400
     bad = client("/items", query=f"api_key={keys.wrong_secret}")
     assert bad.status == 401
     assert not bad.reached

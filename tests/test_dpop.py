@@ -126,7 +126,7 @@ def test_query_and_fragment_do_not_count_in_htu(idp: IdP) -> None:
     assert r.status_code == 200
 
 
-def test_dpop_required_refuses_bearer_and_off_ignores_binding(idp: IdP) -> None:
+def test_dpop_required_refuses_bearer_and_off_offers_no_dpop(idp: IdP) -> None:
     key = DPoPKey()
     plain = idp.token(jti="p")
     with client(idp, dpop="required") as c:
@@ -135,7 +135,9 @@ def test_dpop_required_refuses_bearer_and_off_ignores_binding(idp: IdP) -> None:
         assert r.headers["www-authenticate"].startswith("DPoP ")
     bound = idp.token(cnf={"jkt": key.jkt})
     with client(idp, dpop="off") as c:
-        assert c.get("/me", headers={"Authorization": f"Bearer {bound}"}).status_code == 200
+        # A bound token is no bearer token, DPoP support or not (RFC 9449 §7.1-7.2).
+        assert c.get("/me", headers={"Authorization": f"Bearer {bound}"}).status_code == 401
+        assert c.get("/me", headers={"Authorization": f"Bearer {plain}"}).status_code == 200
         r = c.get(
             "/me", headers={"Authorization": f"DPoP {bound}", "DPoP": key.proof("GET", URL, bound)}
         )

@@ -53,6 +53,9 @@ class AuthMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         gate = self.gate
         method = environ.get("REQUEST_METHOD", "GET")
+        if not method.isupper():
+            # Servers pass `post` through and frameworks route it as POST: rules must too.
+            method = method.upper()
         path = _path(environ)
         if path == gate.resource_path and method in ("GET", "HEAD"):
             assert gate.resource_response is not None
@@ -94,7 +97,9 @@ class AuthMiddleware:
                     lambda: _url(gate, environ, found),
                 )
             if decision.scopes:
-                gate.authorize(decision, identity)
+                gate.authorize(
+                    decision, identity, "DPoP" if scheme == "dpop" else auth.challenge.scheme
+                )
         except AuthError as error:
             return _respond(gate.deny(error, _info(environ, method, path)), start_response)
         environ[IDENTITY_KEY] = identity
