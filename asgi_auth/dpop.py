@@ -252,7 +252,7 @@ def dpop_setup(
     clock: Callable[[], float],
 ) -> tuple[DPoPVerifier | None, tuple[str, ...], tuple[Challenge, ...]]:
     """`(verifier, Authorization schemes, challenges)` of a token authenticator for its
-    `dpop=` mode: "off" (Bearer only, bindings ignored), "allowed" (Bearer, and DPoP for
+    `dpop=` mode: "off" (Bearer only; bound tokens still refused), "allowed" (Bearer, and DPoP for
     bound tokens), "required" (DPoP only)."""
     if mode not in ("allowed", "required", "off"):
         raise ValueError("dpop must be 'allowed', 'required' or 'off'")
