@@ -359,6 +359,25 @@ class Gate:
             raise DPoPError("more than one DPoP proof", reason="dpop_multiple")
         verifier.verify(proof, method=method, url=url(), access_token=token, jkt=identity.dpop_jkt)
 
+    def admit(
+        self,
+        decision: Decision,
+        credential: Credential,
+        identity: Identity,
+        found: Mapping[str, str],
+        method: str,
+        url: Callable[[], str],
+    ) -> None:
+        """After the credential checked out: its DPoP binding, then the route's scopes.
+        Middlewares call this only when there is something to check."""
+        auth, token, _label, scheme, _raw = credential
+        if scheme == "dpop" or identity.dpop_jkt is not None:
+            self.check_binding(auth, scheme, token, identity, found.get("dpop"), method, url)
+        if decision.scopes:
+            self.authorize(
+                decision, identity, "DPoP" if scheme == "dpop" else auth.challenge.scheme
+            )
+
     def authorize(self, decision: Decision, identity: Identity, scheme: str | None = None) -> None:
         """403 unless the identity holds the route's scopes; the error goes on the
         challenge of the scheme the credential came with (RFC 6750 §3, RFC 9449 §7.1)."""

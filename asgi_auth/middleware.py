@@ -102,20 +102,8 @@ class AuthMiddleware:
                 else:
                     identity = await self._driver.resume(flow, effect)
                 gate.remember(got)
-            if scheme == "dpop" or identity.dpop_jkt is not None:
-                gate.check_binding(
-                    auth,
-                    scheme,
-                    token,
-                    identity,
-                    found.get("dpop"),
-                    method,
-                    lambda: _url(gate, scope, found),
-                )
-            if decision.scopes:
-                gate.authorize(
-                    decision, identity, "DPoP" if scheme == "dpop" else auth.challenge.scheme
-                )
+            if decision.scopes or scheme == "dpop" or identity.dpop_jkt is not None:
+                gate.admit(decision, got, identity, found, method, lambda: _url(gate, scope, found))
         except AuthError as error:
             await self._deny(
                 gate.deny(error, _info(scope, method, path)), error, scope, receive, send

@@ -86,19 +86,9 @@ class AuthMiddleware:
                 gate.check_credential(token, label, auth.challenge.scheme)
                 identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
                 gate.remember(got)
-            if scheme == "dpop" or identity.dpop_jkt is not None:
-                gate.check_binding(
-                    auth,
-                    scheme,
-                    token,
-                    identity,
-                    found.get("dpop"),
-                    method,
-                    lambda: _url(gate, environ, found),
-                )
-            if decision.scopes:
-                gate.authorize(
-                    decision, identity, "DPoP" if scheme == "dpop" else auth.challenge.scheme
+            if decision.scopes or scheme == "dpop" or identity.dpop_jkt is not None:
+                gate.admit(
+                    decision, got, identity, found, method, lambda: _url(gate, environ, found)
                 )
         except AuthError as error:
             return _respond(gate.deny(error, _info(environ, method, path)), start_response)
