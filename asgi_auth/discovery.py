@@ -61,8 +61,10 @@ class Metadata:
         if doc is None:
             doc = yield from self._discover()
         url = doc.get(name)
+        if not isinstance(url, str):
+            raise self._unavailable("discovery_invalid")
         try:
-            return require_secure_url(str(url), name) if url else _missing(name)
+            return require_secure_url(url, name)
         except ValueError:
             raise self._unavailable("discovery_invalid") from None
 
@@ -83,7 +85,3 @@ class Metadata:
             self.document = MappingProxyType(doc)
             return self.document
         raise self._unavailable("discovery_failed")
-
-
-def _missing(name: str) -> str:
-    raise ValueError(f"metadata has no {name}")

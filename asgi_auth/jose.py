@@ -12,7 +12,6 @@ import binascii
 import hmac
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -84,14 +83,6 @@ class TokenError(InvalidToken):
     scheme = "Bearer"
 
 
-@dataclass(frozen=True, slots=True)
-class JWS:
-    header: Mapping[str, Any]
-    payload: Mapping[str, Any]
-    signing_input: bytes
-    signature: bytes
-
-
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python accepts, RFC 8259 not
 
@@ -129,17 +120,6 @@ def split_jws(token: str) -> list[str]:
     if len(parts) != 3:
         raise TokenError("not a signed JWT", reason="malformed_token")
     return parts
-
-
-def parse_jws(token: str) -> JWS:
-    """Split and decode a compact JWS; raises `TokenError` for anything else."""
-    h, p, s = split_jws(token)
-    return JWS(
-        json_segment(h, "header"),
-        json_segment(p, "payload"),
-        f"{h}.{p}".encode("ascii"),
-        signature_segment(s),
-    )
 
 
 def peek_payload(token: str) -> dict[str, Any] | None:
