@@ -15,7 +15,7 @@ from .authenticator import RequestInfo
 from .cache import HitCache
 from .errors import Challenge, InvalidToken, ServiceUnavailable
 from .flow import Effect, EffectFailed, Flow
-from .identity import Identity
+from .identity import Identity, build_identity
 from .keys.base import KeyRecord, KeyStore
 from .keys.format import DEFAULT_PREFIX, KeyFormatError, check_prefix, hash_secret, parse
 
@@ -207,14 +207,17 @@ class APIKeyAuth:
             deadline = min(deadline, record.expires_at)
         if record.revoked_at is not None:
             deadline = min(deadline, record.revoked_at)
-        identity = Identity(
-            subject=record.subject or record.key_id,
-            scopes=record.scopes,
-            method=self.method,
-            claims=MappingProxyType({"name": record.name, **record.metadata}),
-            expires_at=record.expires_at,
-            key_id=record.key_id,
-            name=record.name,
+        identity = build_identity(
+            record.subject or record.key_id,
+            record.scopes,
+            self.method,
+            MappingProxyType({"name": record.name, **record.metadata}),
+            record.expires_at,
+            record.key_id,
+            None,
+            None,
+            None,
+            record.name,
         )
         self._hits.put(token, identity, deadline)
         return identity

@@ -33,6 +33,7 @@ ErrorHook = Callable[[AuthError, RequestInfo], "ErrorResponse | None"]
 # (RFC 6750 §2.3 and §5.3: URLs are logged and cached).
 _KNOWN_MAX = 4096
 _QUERY_CREDENTIAL_NAMES = frozenset({"access_token", "api_key", "apikey", "api-key"})
+_VCHAR = bytes(range(0x21, 0x7F))
 
 
 #: `(authenticator, credential, label, scheme, raw header value)`.
@@ -193,7 +194,9 @@ class Gate:
             # WSGI servers join repeated headers with commas, and the ASGI middleware does
             # the same, so one check catches both. No credential format uses commas.
             raise InvalidRequest(f"more than one {label}", reason="duplicate_credential")
-        if " " in value or not (value.isascii() and value.isprintable()):
+        # Only visible ASCII (RFC 9110 VCHAR): deleting those must leave nothing. Twice
+        # as fast as str.isprintable, which looks every character up in Unicode tables.
+        if not value.isascii() or value.encode("ascii").translate(None, _VCHAR):
             raise InvalidRequest(f"{label} is not a valid credential", reason="malformed_header")
 
     def extract(self, found: Mapping[str, str], query: str) -> Credential | None:

@@ -65,6 +65,44 @@ class Identity:
         return self.scopes.issuperset(scopes)
 
 
+class _Unfrozen:
+    """Identity's exact slot layout without its frozen `__setattr__`: see `build_identity`."""
+
+    __slots__ = Identity.__slots__
+
+
+def build_identity(
+    subject: str,
+    scopes: frozenset[str],
+    method: str,
+    claims: Mapping[str, Any],
+    expires_at: float | None,
+    key_id: str | None,
+    client_id: str | None,
+    issuer: str | None,
+    dpop_jkt: str | None,
+    name: str | None = None,
+) -> Identity:
+    """The same `Identity` as the constructor makes, for authenticators' first-seen paths:
+    about 0.5 µs instead of 3, since a frozen dataclass sets each field through
+    `object.__setattr__`. Plain stores on an object of identical layout, then a
+    `__class__` switch, which CPython permits between classes with the same slots."""
+    obj: Any = _Unfrozen()
+    obj.subject = subject
+    obj.scopes = scopes
+    obj.method = method
+    obj.claims = claims
+    obj.expires_at = expires_at
+    obj.key_id = key_id
+    obj.client_id = client_id
+    obj.issuer = issuer
+    obj.dpop_jkt = dpop_jkt
+    obj.name = name
+    obj.user = AuthUser(obj)
+    obj.__class__ = Identity
+    return obj  # type: ignore[no-any-return]
+
+
 ANONYMOUS = Identity(subject="", scopes=frozenset(), method="anonymous")
 """What public and optional-auth routes see when no credential was sent."""
 

@@ -100,6 +100,9 @@ class KeySet:
     last_failure: float = float("-inf")
     last_unknown_refetch: float = float("-inf")
     generation: int = 0
+    #: Before this time no refresh is due and no key is due to expire, so a lookup
+    #: needs no bookkeeping (see `JWTAuth.flow`). Only ever moved by the methods below.
+    settled_until: float = float("-inf")
     _missing_since: float | None = None  # the oldest absence, so lookups skip the scan
     # alg -> kid -> keys; replaced whenever the entries change (see _set_entries)
     _memo: dict[str, dict[str | None, list[VerifyKey]]] = field(default_factory=dict)
@@ -110,6 +113,7 @@ class KeySet:
         for i, key in enumerate(keys):
             ks._entries[key.kid if key.kid is not None else f"~{i}"] = _Entry(key)
         ks.fetched_at, ks.fresh_until = clock(), float("inf")
+        ks._settle()
         return ks
 
     # -- when to fetch -------------------------------------------------------------------
@@ -166,6 +170,7 @@ class KeySet:
             result.headers, self.default_ttl, self.min_ttl, self.max_ttl
         )
         self.generation += 1
+        self._settle()
 
     def failed(self, now: float) -> None:
         self.last_failure = now
@@ -194,6 +199,17 @@ class KeySet:
     def _note_missing(self) -> None:
         since = [e.missing_since for e in self._entries.values() if e.missing_since is not None]
         self._missing_since = min(since) if since else None
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.fetched_at is None:
+            self.settled_until = float("-inf")
+            return
+        ttl = self.fresh_until - self.fetched_at
+        until = self.fresh_until - ttl * self.refresh_ahead if ttl != float("inf") else ttl
+        if self._missing_since is not None:
+            until = min(until, self._missing_since + self.missing_grace)
+        self.settled_until = until
 
     # -- lookup ----------------------------------------------------------------------------
 

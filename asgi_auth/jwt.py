@@ -15,7 +15,7 @@ from .dpop import DPoPVerifier, dpop_setup
 from .errors import AuthError, Challenge, ServiceUnavailable
 from .flow import BUSY, EffectFailed, Flow
 from .http import HTTP, require_secure_url
-from .identity import Identity
+from .identity import Identity, build_identity
 from .jose import (
     ALGORITHMS,
     ASYMMETRIC,
@@ -24,7 +24,6 @@ from .jose import (
     json_segment,
     load_static_key,
     signature_segment,
-    split_jws,
 )
 from .jose import peek_payload as _peek
 from .jwks import JWKSError, KeySet
@@ -196,12 +195,60 @@ class JWTAuth:
         return payload is not None and payload.get("iss") == self.issuer
 
     def flow(self, token: str, request: RequestInfo) -> Flow[Identity]:
+        # One generator, written flat: this runs for every first-seen token, and right
+        # after a signature check, when little of this code is still in the CPU's caches.
         try:
-            return (yield from self._verify(token))
+            parts = token.split(".")
+            if len(parts) != 3:
+                raise TokenError("not a signed JWT", reason="malformed_token")
+            h, p, s = parts
+            alg, kid = self._header(h)
+            payload = json_segment(p, "payload")
+            if payload.get("iss") != self.issuer:
+                raise TokenError("invalid issuer", reason="bad_issuer")
+            signature = signature_segment(s)
+            now = self._clock()
+            keyset = self._keys
+            # Settled keys (no refresh due, nothing to expire): a memoised lookup.
+            keys = keyset.find(kid, alg) if now < keyset.settled_until else None
+            if not keys:
+                keys = yield from self._keys_for(kid, alg, now)
+                now = self._clock()
+            message = f"{h}.{p}".encode("ascii")
+            for key in keys:
+                if key.verify(alg, message, signature):
+                    break
+            else:
+                raise TokenError("invalid signature", reason="bad_signature")
+            identity = self._identity(payload, now)
+            exp = identity.expires_at or now
+            ttl_end = now + self.cache_ttl
+            self._hits.put(token, identity, exp if exp < ttl_end else ttl_end, key)
+            return identity
         except AuthError as err:
             if not err.context:
                 err.context = _log_context(token)
             raise
+
+    def _keys_for(self, kid: str | None, alg: str, now: float) -> Flow[list[VerifyKey]]:
+        """The keys that may verify `kid`/`alg`, refreshing the key set first when it is
+        due, or once per interval when `kid` is unknown."""
+        keyset = self._keys
+        generation = keyset.generation
+        due = keyset.due(now)
+        if due is None and not keyset.knows(kid) and keyset.may_refetch_for_unknown_kid(now):
+            keyset.last_unknown_refetch = now
+            due = "wait"
+        if due is not None:
+            yield from self._refresh(now, generation, wait=due == "wait" or not keyset.usable(now))
+            now = self._clock()
+        if not keyset.usable(now):
+            raise ServiceUnavailable("signing keys unavailable", reason="jwks_unavailable")
+        keyset.expire_missing(now)
+        keys = keyset.find(kid, alg)
+        if not keys:
+            raise TokenError("unknown signing key", reason="unknown_kid")
+        return keys
 
     def _header(self, segment: str) -> tuple[str, str | None]:
         """`(alg, kid)` of a JOSE header, validated. Tokens of one issuer share a handful
@@ -227,40 +274,6 @@ class JWTAuth:
             self._headers.clear()
         self._headers[segment] = result = (alg, kid)
         return result
-
-    def _verify(self, token: str) -> Flow[Identity]:
-        h, p, s = split_jws(token)
-        alg, kid = self._header(h)
-        payload = json_segment(p, "payload")
-        if payload.get("iss") != self.issuer:
-            raise TokenError("invalid issuer", reason="bad_issuer")
-        signature = signature_segment(s)
-
-        now = self._clock()
-        keyset = self._keys
-        generation = keyset.generation
-        due = keyset.due(now)
-        if due is None and not keyset.knows(kid) and keyset.may_refetch_for_unknown_kid(now):
-            keyset.last_unknown_refetch = now
-            due = "wait"
-        if due is not None:
-            yield from self._refresh(now, generation, wait=due == "wait" or not keyset.usable(now))
-            now = self._clock()
-        if not keyset.usable(now):
-            raise ServiceUnavailable("signing keys unavailable", reason="jwks_unavailable")
-        keyset.expire_missing(now)
-        message = f"{h}.{p}".encode("ascii")
-        for key in keyset.find(kid, alg):
-            if key.verify(alg, message, signature):
-                break
-        else:
-            if not keyset.find(kid, alg):
-                raise TokenError("unknown signing key", reason="unknown_kid")
-            raise TokenError("invalid signature", reason="bad_signature")
-        identity = self._identity(payload, now)
-        expires = identity.expires_at or now
-        self._hits.put(token, identity, min(expires, now + self.cache_ttl), key)
-        return identity
 
     # -- claims ----------------------------------------------------------------------------
 
@@ -308,21 +321,25 @@ class JWTAuth:
                 raise TokenError("token has no subject", reason="missing_sub")
         cnf = p.get("cnf")
         jkt = cnf.get("jkt") if type(cnf) is dict else None
-        return Identity(
-            subject=subject,
-            scopes=self._scopes(p),
-            method="jwt",
-            claims=MappingProxyType(p),
-            expires_at=float(exp),
-            client_id=client_id,
-            issuer=self.issuer,
-            dpop_jkt=jkt if type(jkt) is str else None,
+        return build_identity(
+            subject,
+            self._scopes(p),
+            "jwt",
+            MappingProxyType(p),
+            float(exp),
+            None,
+            client_id,
+            self.issuer,
+            jkt if type(jkt) is str else None,
         )
 
     def _scopes(self, claims: dict[str, Any]) -> frozenset[str]:
         scopes: set[str] = set()
         for source in self.scope_claims:
-            value = source(claims) if callable(source) else _claim_path(claims, source)
+            if type(source) is str:
+                value = claims.get(source) if "." not in source else _claim_path(claims, source)
+            else:
+                value = source(claims)  # type: ignore[operator]
             if value is None:
                 continue
             if type(value) is str:
