@@ -43,8 +43,15 @@ class Fixture:
     def __init__(self, workdir: Path | None = None) -> None:
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="authgate-bench-")
         self.workdir = workdir or Path(self._tmp.name)  # type: ignore[union-attr]
+        self._closers: list[Callable[[], None]] = []
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Run `fn` when the run ends (servers a group started, say), last added first."""
+        self._closers.append(fn)
 
     def close(self) -> None:
+        while self._closers:
+            self._closers.pop()()
         if "store" in self.__dict__:
             self.store.close()
         if self._tmp is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from . import jwt_cases, oauth_cases  # noqa: F401  (register their groups and targets)
+from . import jwt_cases, oauth_cases, peer_cases  # noqa: F401  (register their groups and targets)
 from .cases import TARGETS, Fixture, TargetResult, build
 from .harness import ASGIRunner, Case, Result, machine, markdown, measure, noise, results
 
