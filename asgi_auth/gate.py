@@ -24,6 +24,7 @@ from .errors import (
     InvalidToken,
 )
 from .identity import Identity
+from .jose import peek_payload
 from .resource import ProtectedResource
 from .rules import Access, Decision, Rule, Rules
 
@@ -145,6 +146,13 @@ class Gate:
         if self.dpop:
             wanted.update(("dpop", "host"))
         self.wanted = frozenset(wanted)
+        # scheme -> {iss: authenticator} for those that own one issuer's tokens (JWTAuth).
+        self._issuer_routes: dict[str, dict[str, Authenticator]] = {}
+        for scheme, auths in self.by_scheme.items():
+            for auth in auths:
+                iss = getattr(auth, "issuer_route", None)
+                if isinstance(iss, str) and not getattr(auth, "fallback", False):
+                    self._issuer_routes.setdefault(scheme, {}).setdefault(iss, auth)
         self.refused_query_names = _QUERY_CREDENTIAL_NAMES - self.by_query.keys()
         self._known: dict[str, Credential] = {}
         self._query_names = tuple(self.refused_query_names | self.by_query.keys())
@@ -218,7 +226,7 @@ class Gate:
                 auths = self.by_scheme.get(scheme)
                 if auths is not None:
                     token = token.lstrip(" ")
-                    owner = auths[0] if len(auths) == 1 else self._owner(auths, token)
+                    owner = auths[0] if len(auths) == 1 else self._owner(scheme, auths, token)
                     got = (owner, token, "Authorization header", scheme, authz)
                 elif not token.strip() or not scheme:
                     raise InvalidRequest(
@@ -257,13 +265,27 @@ class Gate:
         # A substring scan first: most query strings never need parsing.
         return any(name in query for name in self._query_names)
 
-    def _owner(self, auths: list[Authenticator], token: str) -> Authenticator:
+    def _owner(self, scheme: str, auths: list[Authenticator], token: str) -> Authenticator:
         if len(token) > self.max_credential_bytes:
             return auths[0]  # junk that check_credential refuses anyway
-        # Specific owners first (a JWTAuth claims its issuer's tokens), then a fallback
-        # such as introspection; never one after another on failure.
+        # A JWT goes to the authenticator of its (unverified) `iss`: one payload decode
+        # and one dict lookup, however many issuers share the scheme.
+        routes = self._issuer_routes.get(scheme)
+        if routes:
+            payload = peek_payload(token)
+            iss = payload.get("iss") if payload is not None else None
+            if type(iss) is str:
+                owner = routes.get(iss)
+                if owner is not None:
+                    return owner
+        # Then other specific owners, then a fallback such as introspection; never one
+        # after another on failure.
         for auth in auths:
-            if not getattr(auth, "fallback", False) and auth.accepts(token):
+            if (
+                not getattr(auth, "fallback", False)
+                and getattr(auth, "issuer_route", None) is None
+                and auth.accepts(token)
+            ):
                 return auth
         for auth in auths:
             if getattr(auth, "fallback", False):

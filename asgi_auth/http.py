@@ -7,6 +7,7 @@ misses), and nothing is bound to an event loop that may be gone by the next fetc
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
 import threading
@@ -48,22 +49,30 @@ def require_secure_url(url: str, what: str) -> str:
     raise ValueError(f"{what} must be an https:// URL (http only for loopback): {url!r}")
 
 
+@functools.cache
+def _default_tls() -> ssl.SSLContext:
+    return ssl.create_default_context()
+
+
 class HTTP:
     """GET/POST with a time-out and a size cap, sync and async."""
 
     def __init__(self, *, timeout: float = 5.0, verify: ssl.SSLContext | bool = True) -> None:
         self.timeout = timeout
-        self._verify: ssl.SSLContext | bool = (
-            ssl.create_default_context() if verify is True else verify
-        )
+        self._verify_arg = verify
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
+
+    def _tls(self) -> ssl.SSLContext | bool:
+        # One default context per process, made when a client first needs it: loading
+        # the CA store costs ~40 ms and ~0.75 MiB, which static-key JWTAuths never use.
+        return _default_tls() if self._verify_arg is True else self._verify_arg
 
     def _sync_client(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 self._client = httpx.Client(
-                    timeout=self.timeout, verify=self._verify, follow_redirects=False
+                    timeout=self.timeout, verify=self._tls(), follow_redirects=False
                 )
             return self._client
 
@@ -97,7 +106,7 @@ class HTTP:
     ) -> HTTPResult:
         async with (
             httpx.AsyncClient(
-                timeout=self.timeout, verify=self._verify, follow_redirects=False
+                timeout=self.timeout, verify=self._tls(), follow_redirects=False
             ) as client,
             client.stream(method, url, headers=headers, data=data) as resp,
         ):

@@ -132,6 +132,8 @@ class JWTAuth:
         if leeway < 0 or leeway > 300:
             raise ValueError("leeway must be between 0 and 300 seconds")
         self.issuer = issuer
+        #: The gate routes tokens whose unverified `iss` is this one here (see `accepts`).
+        self.issuer_route = issuer
         self.audiences = frozenset(audiences)
         self.algorithms = algs
         self.leeway = leeway

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from joserfc.jwk import OctKey
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -710,6 +711,33 @@ def test_several_issuers_are_chosen_by_iss() -> None:
             r = c.get("/", headers={"Authorization": f"Bearer {forged}"})
         assert r.status_code == 401
         assert a.fetches == 1
+
+
+def test_many_issuers_route_by_iss_without_asking_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = b"s" * 32
+    auths = [
+        JWTAuth(f"https://idp{i}.example", "api", algorithms=["HS256"], keys=secret)
+        for i in range(40)
+    ]
+    asked: list[str] = []
+    for auth in auths:
+        monkeypatch.setattr(auth, "accepts", lambda t, a=auth: asked.append(a.issuer) or False)
+    app = AuthMiddleware(_app(), authenticators=auths)
+    now = int(time.time())
+
+    def token(iss: str) -> str:
+        claims = {"iss": iss, "aud": "api", "sub": iss, "exp": now + 60}
+        return mint(OctKey.import_key(secret), claims, alg="HS256")
+
+    with _client(app) as c:
+        for i in (39, 0, 17):
+            r = c.get("/", headers={"Authorization": f"Bearer {token(f'https://idp{i}.example')}"})
+            assert r.status_code == 200
+            assert r.json()["sub"] == f"https://idp{i}.example"
+        r = c.get("/", headers={"Authorization": f"Bearer {token('https://other.example')}"})
+        assert r.status_code == 401
+    # Found by one lookup of the token's iss: no authenticator was asked in turn.
+    assert asked == []
 
 
 def test_token_error_is_a_token_error(idp: IdP) -> None:
