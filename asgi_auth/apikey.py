@@ -144,12 +144,13 @@ class APIKeyAuth:
         if fresh is not None and fresh[1] > newer_than:
             return fresh  # another request fetched it meanwhile
         try:
-            record = yield Effect(
-                key=("api_key", id(self.store), key_id),
-                sync=partial(self.store.get, key_id),
-                async_=partial(self.store.aget, key_id),
-                timeout=self.store_timeout,
-            )
+            if self.store.local:
+                try:
+                    record = self.store.get(key_id)
+                except Exception as exc:  # a broken store is a 503, never a 500
+                    raise EffectFailed(self._effect(key_id), exc) from exc
+            else:
+                record = yield self._effect(key_id)
         except EffectFailed as exc:
             raise ServiceUnavailable(
                 "API key store unavailable",
@@ -171,6 +172,14 @@ class APIKeyAuth:
                 context=ctx,
             )
         return record, fetched_at
+
+    def _effect(self, key_id: str) -> Effect:
+        return Effect(
+            key=("api_key", id(self.store), key_id),
+            sync=partial(self.store.get, key_id),
+            async_=partial(self.store.aget, key_id),
+            timeout=self.store_timeout,
+        )
 
     def _compare(self, key_id: str, secret: str, record: KeyRecord) -> tuple[bool, bool]:
         """Whether the secret matches the current and the previous (rotated) hash. Both

@@ -38,6 +38,8 @@ class Clock:
 class CountingStore(MemoryKeyStore):
     """A memory store that counts lookups (the only store calls on the request path)."""
 
+    local = False  # stands in for a networked store: lookups go through the driver
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.calls: list[str] = []
@@ -49,6 +51,8 @@ class CountingStore(MemoryKeyStore):
 
 class FailingStore(MemoryKeyStore):
     """A store whose backend is down: every lookup raises."""
+
+    local = False  # stands in for a networked store: lookups go through the driver
 
     def __init__(self, error: BaseException | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

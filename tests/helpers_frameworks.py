@@ -27,6 +27,8 @@ def sha256(data: bytes) -> str:
 class CountingStore(MemoryKeyStore):
     """A memory store that counts lookups (sync and async), from any thread."""
 
+    local = False  # stands in for a networked store: lookups go through the driver
+
     def __init__(self) -> None:
         super().__init__()
         self.lookups = 0

@@ -218,6 +218,31 @@ def test_first_check_yields_one_store_effect(store: CountingStore, auth: APIKeyA
     assert stop.value.value.key_id == issued.record.key_id
 
 
+def test_local_store_is_read_without_an_effect(clock: Clock) -> None:
+    store = MemoryKeyStore()
+    auth = APIKeyAuth(store, clock=clock)
+    issued = store.create("k")
+    with pytest.raises(StopIteration) as stop:
+        next(auth.flow(issued.key, REQ))  # finished at once: no I/O for the driver
+    assert stop.value.value.key_id == issued.record.key_id
+    assert auth.cached(issued.key) is not None
+
+
+def test_failing_local_store_is_service_unavailable(clock: Clock) -> None:
+    class Broken(FailingStore):
+        local = True
+
+    store = Broken(OSError("disk on fire"))
+    auth = APIKeyAuth(store, clock=clock)
+    err = rejects(auth, store.create("k").key)
+    assert isinstance(err, ServiceUnavailable)
+    assert (err.status, err.reason, err.context["error"]) == (
+        503,
+        "key_store_unavailable",
+        "OSError",
+    )
+
+
 def test_cache_expires_after_ttl(store: CountingStore, auth: APIKeyAuth, clock: Clock) -> None:
     key = store.create("k").key
     check(auth, key)

@@ -78,6 +78,10 @@ class KeyStore(ABC):
     """
 
     clock: Callable[[], float] = staticmethod(time.time)
+    #: True for stores whose `get` never waits on a network (memory, a local file):
+    #: `APIKeyAuth` then calls it directly, without the I/O driver's single flight,
+    #: time-out and, under asyncio, event-loop turns (about half of a cache miss).
+    local: bool = False
 
     @property
     @abstractmethod

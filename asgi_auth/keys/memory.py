@@ -19,6 +19,8 @@ class MemoryKeyStore(KeyStore):
     ```
     """
 
+    local = True
+
     def __init__(self, *, hash_key: bytes | None = None) -> None:
         self._hash_key = hash_key or secrets.token_bytes(32)
         self._records: dict[str, KeyRecord] = {}

@@ -88,6 +88,8 @@ class SQLiteKeyStore(KeyStore):
     Lookups are local and take microseconds, so `aget` runs them inline.
     """
 
+    local = True
+
     def __init__(self, path: str | os.PathLike[str], *, hash_key: bytes | None = None) -> None:
         self.path = Path(path)
         if hash_key is None and os.environ.get(HASH_KEY_ENV):
