@@ -8,6 +8,8 @@ PY=${PYTHON:-python3}
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
+# The end-to-end benchmark tests drive real servers with wrk (Debian).
+bash scripts/bench-setup.sh
 "$PY" -m pip install --disable-pip-version-check -q -e '.[test,demo,bench]'
 "$PY" -m ruff check .
 "$PY" -m ruff format --check asgi_auth wsgi_auth tests benchmarks
