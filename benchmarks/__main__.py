@@ -1,13 +1,18 @@
 """`python -m benchmarks`: what authgate costs per request, against the bare apps, in one run.
 
 Apps are called in-process (no server, no sockets). Prints a Markdown table and the
-targets; `--json PATH` also writes every figure, the samples and the machine.
+targets; `--json PATH` also writes every figure, the samples and the machine; `--plot
+PATH` draws them (PNG). `--e2e` adds real servers under load (uvicorn, gunicorn, wrk),
+`--scale` adds key-store size, issuer count, first-seen share and memory after many
+tokens; `--all` adds both. Each also runs alone: `python -m benchmarks.e2e`, `.scale`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from .suite import FULL, QUICK, run
 
@@ -40,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         "the bare case of each kind always runs",
     )
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--plot", metavar="PATH", help="also draw the overheads as a PNG chart")
+    p.add_argument(
+        "--e2e", action="store_true", help="also end to end: servers on 127.0.0.1 under wrk"
+    )
+    p.add_argument(
+        "--scale", action="store_true", help="also scale and memory (1M tokens; quick: 20k)"
+    )
+    p.add_argument("--all", action="store_true", help="--e2e and --scale")
     p.add_argument(
         "--check", action="store_true", help="exit 1 when the cached API key target is missed"
     )
@@ -70,9 +83,35 @@ def main(argv: list[str] | None = None) -> int:
         "the difference and ratio to the bare app of the same kind in the same round."
     )
     print("Machine speed during the run: " + "; ".join(report.noise()) + ".")
+    data = report.as_dict()
+    failed = args.check and not report.primary_met
+    progress = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
+    if args.e2e or args.all:
+        from .e2e import run_e2e
+
+        e2e = run_e2e(1.0, 2 if args.quick else 10, progress)
+        print("\n## End to end\n\n" + e2e.markdown())
+        for line in [*e2e.summary(), *e2e.notes()]:
+            print(line)
+        data["e2e"] = e2e.as_dict()
+        failed = failed or (args.check and e2e.target_met is False)
+    if args.scale or args.all:
+        from .scale import run_scale
+
+        scale = run_scale(args.quick, progress=progress)
+        print("\n## Scale and memory\n\n" + scale.markdown())
+        for line in scale.summary():
+            print(line)
+        data["scale"] = scale.as_dict()
+        failed = failed or (args.check and not scale.memory_met)
     if args.json:
-        report.write_json(args.json)
-    return 1 if args.check and not report.primary_met else 0
+        Path(args.json).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    if args.plot:
+        from .plot import plot
+
+        plot(data, args.plot)
+        print(f"\nChart: {args.plot}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
