@@ -85,6 +85,17 @@ def first_seen(app: Any, auth: JWTAuth) -> Any:
     return wrapped
 
 
+def first_seen_wsgi(app: Any, auth: JWTAuth) -> Any:
+    """As `first_seen`, for WSGI."""
+    hits = auth._hits
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        hits.discard()
+        return app(environ, start_response)
+
+    return wrapped
+
+
 @group
 def jwt_cases(fx: Fixture) -> list[Case]:
     keys = Keys()
@@ -124,6 +135,12 @@ def jwt_cases(fx: Fixture) -> list[Case]:
         app = first_seen(AuthMiddleware(apps.bare_asgi, authenticators=[auth]), auth)
         runner = ASGIRunner(app, apps.http_scope(headers=keys.bearer(alg)), identity="jwt")
         cases.append(Case(f"JWT {alg}, first-seen", "asgi", runner, CRYPTO))
+        auth = keys.auth(alg)
+        wsgi = first_seen_wsgi(WSGIAuthMiddleware(apps.bare_wsgi, authenticators=[auth]), auth)
+        env = apps.environ(AUTHORIZATION=f"Bearer {keys.tokens[alg]}")
+        cases.append(
+            Case(f"JWT {alg}, first-seen", "wsgi", WSGIRunner(wsgi, env, identity="jwt"), CRYPTO)
+        )
     for alg in ALGORITHMS:
         pub = keys.private[alg].public_key()
 
@@ -147,7 +164,7 @@ for _alg in ALGORITHMS:
         Target(
             f"first-seen {_alg} overhead beyond the raw signature check",
             20.0,
-            (("asgi", f"JWT {_alg}, first-seen"),),
+            (("asgi", f"JWT {_alg}, first-seen"), ("wsgi", f"JWT {_alg}, first-seen")),
             minus=("floor", f"raw {_alg} verify"),
         )
     )

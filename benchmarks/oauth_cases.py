@@ -18,10 +18,11 @@ from asgi_auth.dpop import DPoPVerifier
 from asgi_auth.flow import SyncDriver
 from asgi_auth.http import HTTP, HTTPResult
 from asgi_auth.jose import b64decode
+from wsgi_auth import AuthMiddleware as WSGIAuthMiddleware
 
 from . import apps
 from .cases import Fixture, group
-from .harness import CRYPTO, ASGIRunner, CallRunner, Case
+from .harness import CRYPTO, ASGIRunner, CallRunner, Case, WSGIRunner
 
 OPAQUE = "opaque-bench-token-6f0c2b1e9d"
 URL = "http://127.0.0.1:8000/items"
@@ -114,6 +115,25 @@ def oauth_cases(fx: Fixture) -> list[Case]:
             ASGIRunner(
                 AuthMiddleware(apps.bare_asgi, authenticators=[jwt_auth]),
                 apps.http_scope(headers=dpop),
+                identity="jwt",
+            ),
+            CRYPTO,
+        ),
+        Case(
+            "introspection, cached",
+            "wsgi",
+            WSGIRunner(
+                WSGIAuthMiddleware(apps.bare_wsgi, authenticators=[intro]),
+                apps.environ(AUTHORIZATION=f"Bearer {OPAQUE}"),
+                identity="introspection",
+            ),
+        ),
+        Case(
+            "DPoP-bound JWT, cached, proof checked",
+            "wsgi",
+            WSGIRunner(
+                WSGIAuthMiddleware(apps.bare_wsgi, authenticators=[jwt_auth]),
+                apps.environ(AUTHORIZATION=f"DPoP {token}", DPOP=proof),
                 identity="jwt",
             ),
             CRYPTO,
