@@ -49,8 +49,9 @@ def plot(report: dict[str, Any], path: str | Path, *, title: str | None = None) 
 
     e2e = [r for r in (report.get("e2e") or {}).get("results", []) if r.get("ratio")]
     height = max(4.0, 0.28 * len(bars) + 1.6)
-    fig = plt.figure(figsize=(15 if e2e else 11, height))
-    ax = fig.add_subplot(1, 2 if e2e else 1, 1)
+    fig = plt.figure(figsize=(19 if e2e else 11, height))
+    grid = fig.add_gridspec(1, 2, width_ratios=(1.7, 1)) if e2e else fig.add_gridspec(1, 1)
+    ax = fig.add_subplot(grid[0, 0])
     ys = list(range(len(bars)))[::-1]
     ax.barh(ys, [b[1] for b in bars], color=[b[2] for b in bars])
     ax.set_yticks(ys, [b[0] for b in bars], fontsize=8)
@@ -66,7 +67,7 @@ def plot(report: dict[str, Any], path: str | Path, *, title: str | None = None) 
     ax.grid(axis="x", which="both", alpha=0.25)
 
     if e2e:
-        ax2 = fig.add_subplot(1, 2, 2)
+        ax2 = fig.add_subplot(grid[0, 1])
         labels = [f"{r['server']}: {r['group']}: {r['app']}" for r in e2e]
         values = [float(r["ratio"]) for r in e2e]
         ys2 = list(range(len(e2e)))[::-1]
@@ -75,7 +76,7 @@ def plot(report: dict[str, Any], path: str | Path, *, title: str | None = None) 
         ax2.set_yticks(ys2, labels, fontsize=8)
         ax2.axvline(0.95, ls="--", color="black", lw=1)
         ax2.set_xlim(0, 1.2)
-        ax2.set_xlabel("requests/s as a share of the bare app's (end to end, wrk)")
+        ax2.set_xlabel("end to end (wrk): requests/s as a share of the bare app's")
         for y, v in zip(ys2, values, strict=True):
             ax2.text(min(v, 1.15) + 0.01, y, f"{v:.2f}", va="center", fontsize=7)
 
