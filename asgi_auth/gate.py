@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypedDict
 from urllib.parse import parse_qsl
 
-from .authenticator import Authenticator, RequestInfo
+from .authenticator import Authenticator, RequestInfo, visible_ascii
 from .dpop import DPoPError, DPoPVerifier
 from .errors import (
     AuthError,
@@ -34,7 +34,6 @@ ErrorHook = Callable[[AuthError, RequestInfo], "ErrorResponse | None"]
 # (RFC 6750 §2.3 and §5.3: URLs are logged and cached).
 _KNOWN_MAX = 4096
 _QUERY_CREDENTIAL_NAMES = frozenset({"access_token", "api_key", "apikey", "api-key"})
-_VCHAR = bytes(range(0x21, 0x7F))
 
 
 #: `(authenticator, credential, label, scheme, raw header value)`.
@@ -155,6 +154,11 @@ class Gate:
                     self._issuer_routes.setdefault(scheme, {}).setdefault(iss, auth)
         self.refused_query_names = _QUERY_CREDENTIAL_NAMES - self.by_query.keys()
         self._known: dict[str, Credential] = {}
+        #: id(authenticator) -> (its `quick` check or None, whether its syntax is strict).
+        self._quick: dict[int, tuple[Callable[[str], Identity | None] | None, bool]] = {
+            id(a): (getattr(a, "quick", None), getattr(a, "strict_syntax", False) is True)
+            for a in authenticators
+        }
         self._query_names = tuple(self.refused_query_names | self.by_query.keys())
 
         challenges: dict[str, Challenge] = {}
@@ -189,23 +193,27 @@ class Gate:
 
     # -- per request -------------------------------------------------------------------
 
-    def check_credential(self, value: str, label: str, scheme: str | None = None) -> None:
-        """Refuse (400) a value that cannot be a credential. Run before a full check and
-        skipped on cache hits: a cached credential is one that passed this already."""
+    def first(self, auth: Authenticator, value: str, label: str) -> Identity | None:
+        """A credential that missed the cache: refuse (400) a value that cannot be one,
+        then run the authenticator's `quick` check if it has one. None: run its flow."""
         if not value:
             raise InvalidRequest(f"empty {label}", reason="empty_credential")
         if len(value) > self.max_credential_bytes:
             # Well-formed but impossibly long: an invalid credential (RFC 6750 §3.1
             # invalid_token, "malformed"), refused before any parsing.
-            raise InvalidToken(f"{label} too large", reason="credential_too_large", scheme=scheme)
+            raise InvalidToken(
+                f"{label} too large", reason="credential_too_large", scheme=auth.challenge.scheme
+            )
         if "," in value:
             # WSGI servers join repeated headers with commas, and the ASGI middleware does
             # the same, so one check catches both. No credential format uses commas.
             raise InvalidRequest(f"more than one {label}", reason="duplicate_credential")
-        # Only visible ASCII (RFC 9110 VCHAR): deleting those must leave nothing. Twice
-        # as fast as str.isprintable, which looks every character up in Unicode tables.
-        if not value.isascii() or value.encode("ascii").translate(None, _VCHAR):
+        quick, strict = self._quick[id(auth)]
+        # Only visible ASCII (RFC 9110 VCHAR); an authenticator whose own parse refuses
+        # anything else (a JWT: base64url and dots) answers that itself, with the same 400.
+        if not strict and not visible_ascii(value):
             raise InvalidRequest(f"{label} is not a valid credential", reason="malformed_header")
+        return quick(value) if quick is not None else None
 
     def extract(self, found: Mapping[str, str], query: str) -> Credential | None:
         """`(authenticator, credential, label, scheme, raw)` for the request's credential,
@@ -213,7 +221,7 @@ class Gate:
 
         Raises `InvalidRequest` for two credentials (RFC 6750 §3.1: more than one
         method), a malformed `Authorization` header, or credentials in the query string
-        where refused. The credential itself is not yet checked: see `check_credential`.
+        where refused. The credential itself is not yet checked: see `first`.
         """
         got: Credential | None = None
         known = self._known
@@ -267,7 +275,7 @@ class Gate:
 
     def _owner(self, scheme: str, auths: list[Authenticator], token: str) -> Authenticator:
         if len(token) > self.max_credential_bytes:
-            return auths[0]  # junk that check_credential refuses anyway
+            return auths[0]  # junk that `first` refuses anyway
         # A JWT goes to the authenticator of its (unverified) `iss`: one payload decode
         # and one dict lookup, however many issuers share the scheme.
         routes = self._issuer_routes.get(scheme)

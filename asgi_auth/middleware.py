@@ -93,14 +93,15 @@ class AuthMiddleware:
                 gate.check_transport(scope.get("scheme", "http"), _client(scope), found)
             identity = auth.cached(token)
             if identity is None:
-                gate.check_credential(token, label, auth.challenge.scheme)
-                flow = auth.flow(token, _info(scope, method, path))
-                try:
-                    effect = next(flow)  # no I/O needed (keys or records cached): no await
-                except StopIteration as done:
-                    identity = done.value
-                else:
-                    identity = await self._driver.resume(flow, effect)
+                identity = gate.first(auth, token, label)
+                if identity is None:
+                    flow = auth.flow(token, _info(scope, method, path))
+                    try:
+                        effect = next(flow)  # no I/O needed after all: no await
+                    except StopIteration as done:
+                        identity = done.value
+                    else:
+                        identity = await self._driver.resume(flow, effect)
                 gate.remember(got)
             if decision.scopes or scheme == "dpop" or identity.dpop_jkt is not None:
                 gate.admit(decision, got, identity, found, method, lambda: _url(gate, scope, found))

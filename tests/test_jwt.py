@@ -76,7 +76,18 @@ def check(auth: JWTAuth, token: str) -> Identity:
 def rejects(auth: JWTAuth, token: str) -> AuthError:
     with pytest.raises(AuthError) as info:
         check(auth, token)
-    return info.value
+    err = info.value
+    # The middleware tries `quick` (no I/O) before the flow: it must refuse the token the
+    # same way, or hand it to the flow; never accept it.
+    again: AuthError | None = None
+    try:
+        got = auth.quick(token)
+    except AuthError as exc:
+        again, got = exc, None
+    assert got is None
+    if again is not None:
+        assert (type(again), again.reason) == (type(err), err.reason)
+    return err
 
 
 # -- algorithms ------------------------------------------------------------------------
@@ -380,7 +391,8 @@ def test_signature_stripped_payload_swapped_and_one_byte_changed(rsa_idp: IdP) -
         "W10.e30.AA",  # header is a JSON array
         "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOj.AA",  # truncated JSON
         "eyJhbGciOiJSUzI1NiJ9==.e30.AA",  # padding
-        "eyJhbGci OiJSUzI1NiJ9.e30.AA",
+        "eyJhbGciOiJSUzI1NiJ9.e30+.AA",  # standard alphabet: '+'
+        "eyJhbGciOiJSUzI1NiJ9.e30/.AA",  # standard alphabet: '/'
     ],
 )
 def test_malformed_tokens(rsa_idp: IdP, token: str) -> None:
@@ -400,6 +412,73 @@ def test_oversized_token_is_refused_by_the_middleware(rsa_idp: IdP) -> None:
     assert r.status_code == 401
     assert 'error="invalid_token"' in r.headers["www-authenticate"]
     assert rsa_idp.fetches == 0  # refused before any parsing or key fetch
+
+
+def test_a_token_respelled_in_the_standard_alphabet_is_refused(rsa_idp: IdP) -> None:
+    # '+' and '/' decode to the same bytes as '-' and '_' in a lenient decoder, so a
+    # re-spelled signature would still verify: the token must be refused as malformed.
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    app = AuthMiddleware(_app(), authenticators=[auth])
+    token = next(t for t in (rsa_idp.token(n=i) for i in range(50)) if "-" in t or "_" in t)
+    i = max(token.rfind("-"), token.rfind("_"))
+    respelled = token[:i] + {"-": "+", "_": "/"}[token[i]] + token[i + 1 :]
+    with _client(app) as c:
+        bad = c.get("/", headers={"Authorization": f"Bearer {respelled}"})
+        good = c.get("/", headers={"Authorization": f"Bearer {token}"})
+        again = c.get("/", headers={"Authorization": f"Bearer {respelled}"})  # token cached
+    assert (bad.status_code, good.status_code, again.status_code) == (401, 200, 401)
+    assert bad.json()["error_description"] == "malformed token signature"
+    assert rejects(auth, respelled).status == 401
+
+
+@pytest.mark.parametrize("char", [" ", "\t", "\x7f", "\x00", "é"])
+def test_a_token_with_invisible_or_non_ascii_characters_is_a_bad_request(
+    rsa_idp: IdP, char: str
+) -> None:
+    # JWTAuth parses strictly, so the middleware leaves the visible-ASCII check to it:
+    # the answer must stay what it is for every other credential, 400 invalid_request.
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    app = AuthMiddleware(_app(), authenticators=[auth])
+    token = rsa_idp.token()
+    for bad in (token[:20] + char + token[20:], token[:-5] + char + token[-5:]):
+        err = rejects(auth, bad)
+        assert (err.status, err.reason) == (400, "malformed_header")
+        with _client(app) as c:
+            r = c.get("/", headers={b"Authorization": f"Bearer {bad}".encode()})
+        assert r.status_code == 400, repr(char)
+        assert 'error="invalid_request"' in r.headers["www-authenticate"]
+    assert rsa_idp.fetches == 0
+
+
+def test_quick_checks_first_seen_tokens_without_the_flow(rsa_idp: IdP) -> None:
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    first = rsa_idp.token(n=1)
+    assert auth.quick(first) is None  # no keys yet: discovery and a fetch are needed
+    assert check(auth, first).subject == "user-1"  # the flow fetched them
+
+    second = rsa_idp.token(n=2)
+    ident = auth.quick(second)
+    assert ident is not None and ident.subject == "user-1"
+    assert auth.cached(second) is ident
+    stranger = mint(new_key("RS256"), {**_claims(rsa_idp), "n": 3}, alg="RS256", kid="k9")
+    assert auth.quick(stranger) is None  # an unknown kid: a refetch may be due
+
+    calls: list[str] = []
+    flow = auth.flow
+
+    def counting_flow(token: str, request: RequestInfo) -> Any:
+        calls.append(token)
+        return flow(token, request)
+
+    auth.flow = counting_flow  # type: ignore[method-assign]
+    app = AuthMiddleware(_app(), authenticators=[auth])
+    third = rsa_idp.token(n=4)
+    with _client(app) as c:
+        assert c.get("/", headers={"Authorization": f"Bearer {third}"}).status_code == 200
+        expired = rsa_idp.token(n=5, exp=int(time.time()) - 3600)
+        r = c.get("/", headers={"Authorization": f"Bearer {expired}"})
+    assert r.status_code == 401 and r.json()["error_description"] == "token expired"
+    assert calls == []  # keys were settled: neither request needed the flow
 
 
 # -- the JWKS cache ----------------------------------------------------------------------

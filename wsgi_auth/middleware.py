@@ -83,8 +83,9 @@ class AuthMiddleware:
                 )
             identity = auth.cached(token)
             if identity is None:
-                gate.check_credential(token, label, auth.challenge.scheme)
-                identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
+                identity = gate.first(auth, token, label)
+                if identity is None:
+                    identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
                 gate.remember(got)
             if decision.scopes or scheme == "dpop" or identity.dpop_jkt is not None:
                 gate.admit(
