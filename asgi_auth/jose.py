@@ -223,42 +223,53 @@ class VerifyKey:
         return check(signing_input, signature)
 
     def _verifier(self, alg: str) -> Verifier:
-        # Built once per key and algorithm: padding and hash objects are reused.
+        # Built once per key and algorithm: padding and hash objects are reused, and each
+        # check is one Python frame around the `cryptography` call.
         key = self._key
         fam = alg[:2]
+        if fam == "HS":
+            name = _HASHES[alg[2:]]().name
+            return lambda m, s: hmac.compare_digest(hmac.digest(key, m, name), s)
+        if fam == "RS" or fam == "PS":
+            h = _HASHES[alg[2:]]()
+            pad: Any = (
+                padding.PKCS1v15()
+                if fam == "RS"
+                else padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
+            )
 
-        def checked(fn: Callable[[bytes, bytes], None]) -> Verifier:
-            def verify(msg: bytes, sig: bytes) -> bool:
+            def rsa_check(m: bytes, s: bytes) -> bool:
                 try:
-                    fn(msg, sig)
+                    key.verify(s, m, pad, h)
                 except InvalidSignature:
                     return False
                 return True
 
-            return verify
-
-        if fam == "RS":
-            pad, h = padding.PKCS1v15(), _HASHES[alg[2:]]()
-            return checked(lambda m, s: key.verify(s, m, pad, h))
-        if fam == "PS":
-            h = _HASHES[alg[2:]]()
-            pss = padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size)
-            return checked(lambda m, s: key.verify(s, m, pss, h))
+            return rsa_check
         if fam == "ES":
             size = _EC_SIZES[key.curve.name]
             ecdsa = ec.ECDSA(hashes.SHA256() if alg == "ES256K" else _HASHES[alg[2:]]())
 
-            def es(m: bytes, s: bytes) -> None:
+            def ec_check(m: bytes, s: bytes) -> bool:
                 if len(s) != 2 * size:
-                    raise InvalidSignature
+                    return False
                 r, t = int.from_bytes(s[:size], "big"), int.from_bytes(s[size:], "big")
-                key.verify(encode_dss_signature(r, t), m, ecdsa)
+                try:
+                    key.verify(encode_dss_signature(r, t), m, ecdsa)
+                except InvalidSignature:
+                    return False
+                return True
 
-            return checked(es)
-        if fam == "HS":
-            name = _HASHES[alg[2:]]().name
-            return lambda m, s: hmac.compare_digest(hmac.digest(key, m, name), s)
-        return checked(lambda m, s: key.verify(s, m))
+            return ec_check
+
+        def ed_check(m: bytes, s: bytes) -> bool:
+            try:
+                key.verify(s, m)
+            except InvalidSignature:
+                return False
+            return True
+
+        return ed_check
 
 
 def load_static_key(material: Any, *, kid: str | None = None) -> list[VerifyKey]:

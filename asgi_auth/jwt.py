@@ -34,6 +34,7 @@ ScopeSource = str | Callable[[Mapping[str, Any]], Iterable[str]]
 # An int, not b".": `b"." in data` first tries the operand as an integer, and raising and
 # clearing that TypeError costs more than the search.
 _DOT = ord(".")
+_NO_SCOPES: frozenset[str] = frozenset()
 
 
 def _claim_path(claims: Mapping[str, Any], path: str) -> Any:
@@ -147,6 +148,10 @@ class JWTAuth:
         self.typ = typ.lower().removeprefix("application/") if typ else None
         self.scope_claims = tuple(scope_claims)
         self.subject_claim = subject_claim
+        # Fast paths for the common shapes: plain claim names, no dotted paths.
+        plain = all(type(s) is str and "." not in s for s in self.scope_claims)
+        self._scope_names: tuple[str, ...] | None = self.scope_claims if plain else None  # type: ignore[assignment]
+        self._subject_path = "." in subject_claim
         self.dpop = dpop
         self.cache_ttl = cache_ttl
         self.timeout = timeout
@@ -370,7 +375,9 @@ class JWTAuth:
         client_id = p.get("client_id") or p.get("azp")
         if type(client_id) is not str:
             client_id = None
-        subject = _claim_path(p, self.subject_claim)
+        subject = (
+            _claim_path(p, self.subject_claim) if self._subject_path else p.get(self.subject_claim)
+        )
         if type(subject) is not str or not subject:
             subject = client_id
             if not subject:
@@ -382,7 +389,7 @@ class JWTAuth:
             self._scopes(p),
             "jwt",
             MappingProxyType(p),
-            float(exp),
+            exp,  # an int is a float to every reader; float() would cost a conversion
             None,
             client_id,
             self.issuer,
@@ -390,6 +397,21 @@ class JWTAuth:
         )
 
     def _scopes(self, claims: dict[str, Any]) -> frozenset[str]:
+        names = self._scope_names
+        if names is not None:
+            # Plain claim names, and usually one of them present as a string ("scope").
+            found = None
+            for name in names:
+                value = claims.get(name)
+                if value is not None:
+                    if found is not None:
+                        break
+                    found = value
+            else:
+                if found is None:
+                    return _NO_SCOPES
+                if type(found) is str:
+                    return frozenset(found.split())
         scopes: set[str] = set()
         for source in self.scope_claims:
             if type(source) is str:
