@@ -52,14 +52,21 @@ def _peer_cases() -> set[tuple[str, str]]:
     return set(PEER_CASES)
 
 
+def _in_app_floors() -> frozenset[tuple[str, str]]:
+    from .jwt_cases import IN_APP_FLOORS
+
+    return IN_APP_FLOORS
+
+
 def _blocks(report_dict: dict[str, Any]) -> tuple[list[tuple[str, list[_Bar]]], list[_Bar]]:
     """Overhead bars per kind, in run order, and the floor bars."""
     peers = _peer_cases()
+    in_app = _in_app_floors()
     blocks: dict[str, list[_Bar]] = {}
     floors: list[_Bar] = []
     for r in report_dict.get("results", []):
         kind, case = r["kind"], r["case"]
-        colour = PEER if (kind, case) in peers else AUTHGATE
+        colour = PEER if (kind, case) in peers else FLOOR if (kind, case) in in_app else AUTHGATE
         if kind == "floor":
             if r.get("median_us") is not None:
                 us = float(r["median_us"])
