@@ -149,8 +149,8 @@ class JWTAuth:
         self.scope_claims = tuple(scope_claims)
         self.subject_claim = subject_claim
         # Fast paths for the common shapes: plain claim names, no dotted paths.
-        plain = all(type(s) is str and "." not in s for s in self.scope_claims)
-        self._scope_names: tuple[str, ...] | None = self.scope_claims if plain else None  # type: ignore[assignment]
+        names = tuple(s for s in self.scope_claims if isinstance(s, str) and "." not in s)
+        self._scope_names = names if len(names) == len(self.scope_claims) else None
         self._subject_path = "." in subject_claim
         self.dpop = dpop
         self.cache_ttl = cache_ttl

@@ -250,6 +250,42 @@ def test_scopes_from_scp_list_and_custom_claims(idp: IdP) -> None:
     assert ident.scopes == {"x", "y"}
 
 
+@pytest.mark.parametrize(
+    ("claims", "scopes"),
+    [
+        ({"scope": "a b  c"}, {"a", "b", "c"}),
+        ({"scope": None, "scp": ["a", "b", 7]}, {"a", "b"}),
+        ({"scope": None, "scp": "x y"}, {"x", "y"}),
+        ({"scope": "a", "scp": ["b"]}, {"a", "b"}),  # both: the union
+        ({"scope": None}, set()),
+        ({"scope": 5}, set()),
+        ({"scope": ["a", {"b": 1}]}, {"a"}),
+        ({"scope": ""}, set()),
+    ],
+)
+def test_scopes_with_the_default_claims(
+    idp: IdP, es: JWTAuth, claims: dict[str, Any], scopes: set[str]
+) -> None:
+    assert check(es, idp.token(**claims)).scopes == scopes
+
+
+@pytest.mark.parametrize(
+    ("subject_claim", "claims", "subject"),
+    [
+        ("oid", {"oid": "o-1"}, "o-1"),
+        ("ext.uid", {"ext": {"uid": "u-9"}}, "u-9"),
+        ("ext.uid", {"ext": "flat", "client_id": "c-1"}, "c-1"),
+    ],
+)
+def test_subject_from_a_configured_claim(
+    idp: IdP, es: JWTAuth, subject_claim: str, claims: dict[str, Any], subject: str
+) -> None:
+    auth = JWTAuth(
+        idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, subject_claim=subject_claim
+    )
+    assert check(auth, idp.token(**claims)).subject == subject
+
+
 def test_subject_falls_back_to_client_id(idp: IdP, es: JWTAuth) -> None:
     ident = check(es, idp.token(sub=None, client_id="machine-7"))
     assert ident.subject == "machine-7"
