@@ -251,7 +251,8 @@ class JWTAuth:
         h, _, p = message.partition(b".")
         if not p or _DOT in p:
             raise TokenError("not a signed JWT", reason="malformed_token")  # a JWE has 5
-        alg, kid = self._header(h)
+        known = self._headers.get(h)  # tokens of one issuer share a handful of headers
+        alg, kid = known if known is not None else self._header(h)
         payload = json_segment(p, "payload")
         if payload.get("iss") != self.issuer:
             raise TokenError("invalid issuer", reason="bad_issuer")
@@ -313,10 +314,8 @@ class JWTAuth:
 
     def _header(self, segment: bytes) -> tuple[str, str | None]:
         """`(alg, kid)` of a JOSE header, validated. Tokens of one issuer share a handful
-        of headers, so results are memoised (bounded) by the segment's exact text."""
-        known = self._headers.get(segment)
-        if known is not None:
-            return known
+        of headers, so results are memoised (bounded) by the segment's exact bytes; `_parse`
+        looks there first."""
         header = json_segment(segment, "header")
         alg = header.get("alg")
         kid = header.get("kid")
