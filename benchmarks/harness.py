@@ -298,7 +298,8 @@ def measure(
     budget_s: float,
     progress: Callable[[str], None] | None = None,
 ) -> int:
-    """Check every case, warm it up, then run interleaved rounds. Stops early once past
+    """Check every case, warm it up, then run interleaved rounds, each case's timed batch
+    after a few untimed requests of its own. Stops early once past
     `budget_s` seconds of rounds (after at least 3, or `rounds` if fewer). Returns the
     number of rounds run; each case's `samples` holds one µs/request figure per round."""
     for case in cases:
@@ -324,6 +325,11 @@ def measure(
             try:
                 for case in order:
                     n = case.iterations(iterations)
+                    # Untimed first: a case must not pay for the code that ran before it.
+                    # Without this, a kind's first case in a short batch (a framework's
+                    # bare app, 100 requests) absorbed the CPU caches' refill, and cases
+                    # after it looked cheaper than the bare app.
+                    case.runner(max(2, n // 10))
                     case.samples.append(case.runner(n) / n / 1000.0)
             finally:
                 gc.enable()
