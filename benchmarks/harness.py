@@ -281,6 +281,11 @@ class Case:
         return f"{self.kind}/{self.name}"
 
 
+def lead_in(n: int) -> int:
+    """Untimed requests a case runs before each timed batch of `n` in a round."""
+    return max(2, n // 10)
+
+
 def align_modes(cases: Sequence[Case]) -> None:
     """Put every ASGI case of a kind on the event loop if one of them needs it."""
     looped = {c.kind for c in cases if c.runner.mode == "loop"}
@@ -329,7 +334,7 @@ def measure(
                     # Without this, a kind's first case in a short batch (a framework's
                     # bare app, 100 requests) absorbed the CPU caches' refill, and cases
                     # after it looked cheaper than the bare app.
-                    case.runner(max(2, n // 10))
+                    case.runner(lead_in(n))
                     case.samples.append(case.runner(n) / n / 1000.0)
             finally:
                 gc.enable()

@@ -49,6 +49,7 @@ from .harness import (
     Case,
     CaseError,
     Result,
+    lead_in,
     machine,
     measure,
     noise,
@@ -310,9 +311,10 @@ def _never_cached(auth: APIKeyAuth) -> Callable[[], str]:
 
 
 def _stream_len(cfg: ScaleConfig, weight: float) -> int:
-    """Requests a `once` stream may need: every round, the warm-up and the check."""
+    """Requests a `once` stream may need: every round with its untimed lead-in, the
+    warm-up and the check."""
     n = max(1, round(cfg.iterations * weight))
-    return cfg.rounds * n + max(1, n // 5) + 2
+    return cfg.rounds * (n + lead_in(n)) + max(1, n // 5) + 2
 
 
 def _all_verified(
