@@ -10,6 +10,9 @@ from .identity import Identity
 
 _VCHAR = bytes(range(0x21, 0x7F))
 
+#: How errors name a credential sent in the `Authorization` header.
+AUTHORIZATION_LABEL = "Authorization header"
+
 
 def visible_ascii(value: str) -> bool:
     """Whether `value` is only visible ASCII (RFC 9110 VCHAR), as a credential must be."""
@@ -43,9 +46,10 @@ class Authenticator(Protocol):
     - `accepts(token)`: whether this one, among several sharing a scheme, owns the token.
 
     Optional, for speed: `quick(token) -> Identity | None`, the full check when it needs
-    no I/O (None sends the request down `flow`); `strict_syntax = True` when the check
-    itself refuses any credential that is not visible ASCII, answering 400 for those, so
-    the middleware need not scan it first.
+    no I/O (None sends the request down `flow`; a subclass that overrides `flow` must
+    override or disable it too); `strict_syntax = True` when the check itself refuses
+    any `Authorization` credential that is not visible ASCII, answering 400 for those,
+    so the middleware need not scan it first.
     """
 
     method: str

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypedDict
 from urllib.parse import parse_qsl
 
-from .authenticator import Authenticator, RequestInfo, visible_ascii
+from .authenticator import AUTHORIZATION_LABEL, Authenticator, RequestInfo, visible_ascii
 from .dpop import DPoPError, DPoPVerifier
 from .errors import (
     AuthError,
@@ -211,7 +211,7 @@ class Gate:
         quick, strict = self._quick[id(auth)]
         # Only visible ASCII (RFC 9110 VCHAR); an authenticator whose own parse refuses
         # anything else (a JWT: base64url and dots) answers that itself, with the same 400.
-        if not strict and not visible_ascii(value):
+        if not (strict and label == AUTHORIZATION_LABEL) and not visible_ascii(value):
             raise InvalidRequest(f"{label} is not a valid credential", reason="malformed_header")
         return quick(value) if quick is not None else None
 
@@ -235,7 +235,7 @@ class Gate:
                 if auths is not None:
                     token = token.lstrip(" ")
                     owner = auths[0] if len(auths) == 1 else self._owner(scheme, auths, token)
-                    got = (owner, token, "Authorization header", scheme, authz)
+                    got = (owner, token, AUTHORIZATION_LABEL, scheme, authz)
                 elif not token.strip() or not scheme:
                     raise InvalidRequest(
                         "malformed Authorization header", reason="malformed_header"

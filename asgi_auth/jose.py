@@ -69,10 +69,10 @@ def b64decode(segment: str | bytes) -> bytes:
     foreign characters, and canonical (unused trailing bits zero), so one value has
     exactly one encoding and no token can be altered without changing what it says."""
     if type(segment) is not bytes:
-        try:
-            segment = segment.encode("ascii")  # type: ignore[union-attr]
-        except UnicodeEncodeError:
-            raise binascii.Error("non-ASCII") from None
+        # isascii first: a UnicodeEncodeError would carry the segment in the error chain.
+        if not segment.isascii():
+            raise binascii.Error("non-ASCII")
+        segment = segment.encode("ascii")  # type: ignore[union-attr]
     n = len(segment)
     # strict_mode refuses '=' anywhere but at the end, so only the end needs a look.
     if not n or segment[-1] not in _CANONICAL_LAST[n & 3]:

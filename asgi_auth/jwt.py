@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .authenticator import RequestInfo, visible_ascii
+from .authenticator import AUTHORIZATION_LABEL, RequestInfo, visible_ascii
 from .cache import HitCache
 from .discovery import Metadata, get
 from .dpop import DPoPVerifier, dpop_setup
@@ -223,7 +223,8 @@ class JWTAuth:
                 return None
             return self._finish(token, message, alg, payload, signature, keys, now)
         except AuthError as err:
-            raise self._failed(err, token) from None
+            error = self._failed(err, token)
+        raise error  # outside the handler: no exception chain leads back to the token
 
     def flow(self, token: str, request: RequestInfo) -> Flow[Identity]:
         try:
@@ -236,20 +237,22 @@ class JWTAuth:
                 now = self._clock()
             return self._finish(token, message, alg, payload, signature, keys, now)
         except AuthError as err:
-            raise self._failed(err, token) from None
+            error = self._failed(err, token)
+        raise error
 
     def _parse(self, token: str) -> tuple[bytes, str, str | None, dict[str, Any], bytes]:
         """`(signing input, alg, kid, payload, signature)` of a compact JWS, parsed
         strictly: a token that parses holds only base64url characters and two dots."""
-        try:
-            raw = token.encode("ascii")
-        except UnicodeEncodeError:
-            raise TokenError("malformed token", reason="malformed_token") from None
+        # Not `str.encode` in a try: its UnicodeEncodeError holds the whole token, and
+        # would stay reachable as the context of the error raised here.
+        if not token.isascii():
+            raise TokenError("malformed token", reason="malformed_token")
+        raw = token.encode("ascii")
         # Bytes from here: segments feed a2b_base64 and the signature check without a
         # per-segment encode, and the signing input is one slice.
         message, _, s = raw.rpartition(b".")
-        h, _, p = message.partition(b".")
-        if not p or _DOT in p:
+        h, dot, p = message.partition(b".")
+        if not dot or _DOT in p:
             raise TokenError("not a signed JWT", reason="malformed_token")  # a JWE has 5
         known = self._headers.get(h)  # tokens of one issuer share a handful of headers
         alg, kid = known if known is not None else self._header(h)
@@ -281,12 +284,12 @@ class JWTAuth:
 
     @staticmethod
     def _failed(err: AuthError, token: str) -> AuthError:
-        # The middleware skips its visible-ASCII check for this strict parser (see
-        # `strict_syntax`), so a refused token that is not visible ASCII is told apart
-        # here, on the failure path only: the answer stays 400 invalid_request.
+        # The middleware skips its visible-ASCII check of an Authorization credential for
+        # this strict parser (see `strict_syntax`), so a refused token that is not visible
+        # ASCII is told apart here, on the failure path only: it stays 400 invalid_request.
         if not visible_ascii(token):
             return InvalidRequest(
-                "Authorization header is not a valid credential", reason="malformed_header"
+                f"{AUTHORIZATION_LABEL} is not a valid credential", reason="malformed_header"
             )
         if not err.context:
             err.context = _log_context(token)
@@ -388,7 +391,7 @@ class JWTAuth:
             self._scopes(p),
             "jwt",
             MappingProxyType(p),
-            exp,  # an int is a float to every reader; float() would cost a conversion
+            float(exp),
             None,
             client_id,
             self.issuer,

@@ -486,6 +486,58 @@ def test_a_token_with_invisible_or_non_ascii_characters_is_a_bad_request(
     assert rsa_idp.fetches == 0
 
 
+def test_a_refused_token_is_not_reachable_through_the_error_chain(rsa_idp: IdP) -> None:
+    # Error hooks and error trackers walk __context__ and __cause__; a UnicodeEncodeError
+    # there would carry the whole credential.
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    token = rsa_idp.token()
+    for bad in (token[:30] + "é" + token[30:], token[:-4] + "é" + token[-4:]):
+        for run in (check, JWTAuth.quick):
+            with pytest.raises(AuthError) as info:
+                run(auth, bad)
+            seen: list[BaseException] = []
+            exc: BaseException | None = info.value
+            while exc is not None and len(seen) < 10:
+                seen.append(exc)
+                exc = exc.__cause__ or exc.__context__
+            assert info.value.status == 400
+            for e in seen:
+                assert not any(bad in str(a) or token[:30] in str(a) for a in e.args), e
+                assert not isinstance(e, UnicodeError), seen
+
+
+@pytest.mark.parametrize(
+    ("token", "reason", "description"),
+    [
+        ("..", "malformed_token", "malformed token header"),
+        ("eyJhbGciOiJIUzI1NiJ9..AA", "alg_not_allowed", "token algorithm not allowed"),
+        ("eyJhbGciOiJSUzI1NiJ9..AA", "malformed_token", "malformed token payload"),
+        ("a.b", "malformed_token", "not a signed JWT"),
+    ],
+)
+def test_empty_segments_fail_where_they_are(
+    rsa_idp: IdP, token: str, reason: str, description: str
+) -> None:
+    err = rejects(JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"]), token)
+    assert (err.status, err.reason, err.description) == (401, reason, description)
+
+
+def test_a_bad_credential_is_named_by_where_it_came_from(rsa_idp: IdP) -> None:
+    class HeaderJWT(JWTAuth):
+        header = "x-token"
+
+    app = AuthMiddleware(
+        _app(), authenticators=[HeaderJWT(rsa_idp.issuer, "api", algorithms=["RS256"])]
+    )
+    bad = rsa_idp.token()[:20] + "\x01" + rsa_idp.token()[20:]
+    with _client(app) as c:
+        r = c.get("/", headers={"X-Token": bad})
+        s = c.get("/", headers={"Authorization": f"Bearer {bad}"})
+    assert r.status_code == s.status_code == 400
+    assert r.json()["error_description"] == "x-token header is not a valid credential"
+    assert s.json()["error_description"] == "Authorization header is not a valid credential"
+
+
 def test_quick_checks_first_seen_tokens_without_the_flow(rsa_idp: IdP) -> None:
     auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
     first = rsa_idp.token(n=1)
