@@ -11,7 +11,7 @@ from types import MappingProxyType
 
 from cachetools import TLRUCache
 
-from .authenticator import RequestInfo
+from .authenticator import RequestInfo, require_durations, require_timeouts
 from .cache import HitCache
 from .errors import Challenge, InvalidToken, ServiceUnavailable
 from .flow import Effect, EffectFailed, Flow
@@ -62,8 +62,10 @@ class APIKeyAuth:
     ) -> None:
         if header is None and scheme is None and query_param is None:
             raise ValueError("APIKeyAuth needs a header, an Authorization scheme or a query param")
-        if cache_ttl < 0 or negative_ttl < 0 or max_cache_entries < 1 or store_timeout <= 0:
-            raise ValueError("cache_ttl/negative_ttl must be >= 0, sizes and timeouts > 0")
+        require_durations("APIKeyAuth", cache_ttl=cache_ttl, negative_ttl=negative_ttl)
+        require_timeouts("APIKeyAuth", store_timeout=store_timeout)
+        if max_cache_entries < 1:
+            raise ValueError("max_cache_entries must be >= 1")
         self.store = store
         self.header = header.lower() if header else None
         self.schemes: tuple[str, ...] = (scheme.lower(),) if scheme else ()

@@ -245,6 +245,6 @@ def _origin(url: str) -> str:
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         data = json.loads(response.content)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
         return {}
     return data if isinstance(data, dict) else {}

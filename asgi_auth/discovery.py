@@ -77,7 +77,7 @@ class Metadata:
                 raise self._unavailable("discovery_failed")
             try:
                 doc = json.loads(result.content)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
                 doc = None
             # RFC 8414 §3.3 / OIDC Discovery §4.3: the document must name this issuer.
             if not isinstance(doc, dict) or doc.get("issuer") != self.issuer:

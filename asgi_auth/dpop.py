@@ -20,6 +20,7 @@ from functools import lru_cache
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
+from .authenticator import require_durations, require_timeouts
 from .errors import AuthError, Challenge
 from .jose import ASYMMETRIC, VerifyKey, json_segment, jwk_to_key, signature_segment, split_jws
 
@@ -145,6 +146,8 @@ class DPoPVerifier:
         bad = set(algs) - ASYMMETRIC
         if not algs or bad:
             raise ValueError(f"DPoP algorithms must be asymmetric, not {sorted(bad)}")
+        require_durations("DPoPVerifier", max_age=max_age, leeway=leeway)
+        require_timeouts("DPoPVerifier", nonce_lifetime=nonce_lifetime)
         self.algorithms = frozenset(algs)
         self.algs_param = " ".join(algs)
         self.max_age = max_age

@@ -151,7 +151,14 @@ class Gate:
             for auth in auths:
                 iss = getattr(auth, "issuer_route", None)
                 if isinstance(iss, str) and not getattr(auth, "fallback", False):
-                    self._issuer_routes.setdefault(scheme, {}).setdefault(iss, auth)
+                    routes = self._issuer_routes.setdefault(scheme, {})
+                    if routes.setdefault(iss, auth) is not auth:
+                        # Tokens are routed by `iss` alone and never tried twice, so the
+                        # second would silently never see a token.
+                        raise ValueError(
+                            f"two authenticators for issuer {iss!r}: give one JWTAuth "
+                            "every audience and algorithm that issuer's tokens use"
+                        )
         self.refused_query_names = _QUERY_CREDENTIAL_NAMES - self.by_query.keys()
         self._known: dict[str, Credential] = {}
         #: id(authenticator) -> (its `quick` check or None, whether its syntax is strict).
@@ -424,7 +431,9 @@ class Gate:
     def deny(self, error: AuthError, request: RequestInfo) -> ErrorResponse:
         """Log the failure (never the credential) and build the response."""
         if self.log.isEnabledFor(logging.INFO):
-            context = "".join(f" {k}={v}" for k, v in error.context.items() if v is not None)
+            context = "".join(
+                f" {k}={_log_value(v)}" for k, v in error.context.items() if v is not None
+            )
             self.log.info(
                 "authentication failed: reason=%s status=%d method=%s path=%r client=%s%s",
                 error.reason,
@@ -439,6 +448,14 @@ class Gate:
             if custom is not None:
                 return custom
         return error.render(self.challenges)
+
+
+def _log_value(value: object) -> str:
+    # Context values may come from a refused token (its `kid`, `iss`, `sub`): the sender's
+    # words. Anything but visible ASCII is quoted and escaped, so no one can break the
+    # line, colour a terminal or append a field of their own (`x sub=admin`).
+    text = str(value)
+    return text if visible_ascii(text) else repr(text)
 
 
 def _forwarded_proto(found: Mapping[str, str]) -> str | None:

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from cachetools import TLRUCache
 
-from .authenticator import RequestInfo
+from .authenticator import RequestInfo, require_durations, require_timeouts
 from .cache import HitCache
 from .discovery import Metadata
 from .dpop import DPoPVerifier, dpop_setup
@@ -84,6 +84,8 @@ class IntrospectionAuth:
             raise ValueError(f"unsupported auth_method {auth_method!r}")
         if not client_id or not client_secret:
             raise ValueError("client_id and client_secret are required")
+        require_durations("IntrospectionAuth", cache_ttl=cache_ttl, negative_ttl=negative_ttl)
+        require_timeouts("IntrospectionAuth", timeout=timeout)
         self.issuer = issuer
         self.client_id = client_id
         self._client_secret = client_secret
@@ -158,7 +160,7 @@ class IntrospectionAuth:
             raise _unavailable("introspection_status", {**ctx, "status": result.status})
         try:
             answer = json.loads(result.content)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
             answer = None
         if type(answer) is not dict or type(answer.get("active")) is not bool:
             # RFC 7662 §2.2: `active` is a JSON boolean. Anything else is a broken server,

@@ -31,6 +31,7 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "384": hashes.SHA384,
     "512": hashes.SHA512,
 }
+_HMAC_MIN_BYTES = {"256": 32, "384": 48, "512": 64}
 _EC_CURVES = {
     "ES256": "secp256r1",
     "ES384": "secp384r1",
@@ -97,15 +98,21 @@ _scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignor
 
 def json_segment(segment: str | bytes, what: str) -> dict[str, Any]:
     """A base64url segment holding a JSON object, or `TokenError`."""
+    value: Any = None
     try:
         text = b64decode(segment).decode("utf-8")
-        # The C scanner alone; the full decoder (which allows whitespace around the
-        # value) only when the scanner stops short.
-        value, end = _scan(text, 0)
+        # The C scanner alone; the full decoder only when the scanner stops short, or
+        # cannot start: JSON allows whitespace around the value.
+        try:
+            value, end = _scan(text, 0)
+        except StopIteration:
+            end = -1
         if end != len(text):
             value = _decoder.decode(text)
-    except (binascii.Error, ValueError, RecursionError, StopIteration):
-        raise TokenError(f"malformed token {what}", reason="malformed_token") from None
+    except (binascii.Error, ValueError, RecursionError):
+        value = None
+    # Raised here, not in the handler: a decoding error holds the decoded segment (which
+    # `from None` only hides), and the error we raise must not lead back to it.
     if type(value) is not dict:
         raise TokenError(f"malformed token {what}", reason="malformed_token")
     return value
@@ -115,7 +122,8 @@ def signature_segment(segment: str | bytes) -> bytes:
     try:
         return b64decode(segment)
     except binascii.Error:
-        raise TokenError("malformed token signature", reason="malformed_token") from None
+        pass
+    raise TokenError("malformed token signature", reason="malformed_token")
 
 
 def split_jws(token: str) -> list[str]:
@@ -204,7 +212,8 @@ class VerifyKey:
         if fam in ("RS", "PS"):
             return self.kty == "RSA"
         if fam == "HS":
-            return self.kty == "oct"
+            # RFC 7518 §3.2: a secret at least as long as the hash output (32/48/64 bytes).
+            return self.kty == "oct" and len(key) >= _HMAC_MIN_BYTES[alg[2:]]
         if fam == "ES":
             return self.kty == "EC" and key.curve.name == _EC_CURVES.get(alg)
         if alg in ("EdDSA", "Ed25519", "Ed448"):

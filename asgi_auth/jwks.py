@@ -100,6 +100,8 @@ class KeySet:
     last_failure: float = float("-inf")
     last_unknown_refetch: float = float("-inf")
     generation: int = 0
+    #: The last fetch failed: the keys held may lack the issuer's newest.
+    failing: bool = False
     #: Before this time no refresh is due and no key is due to expire, so a lookup
     #: needs no bookkeeping (see `JWTAuth.flow`). Only ever moved by the methods below.
     settled_until: float = float("-inf")
@@ -166,6 +168,7 @@ class KeySet:
         self._note_missing()
         self.expire_missing(now)
         self.fetched_at = now
+        self.failing = False
         self.fresh_until = now + _ttl_from(
             result.headers, self.default_ttl, self.min_ttl, self.max_ttl
         )
@@ -174,6 +177,7 @@ class KeySet:
 
     def failed(self, now: float) -> None:
         self.last_failure = now
+        self.failing = True
 
     def expire_missing(self, now: float) -> None:
         """Drop keys absent from the issuer's answers for longer than the grace."""

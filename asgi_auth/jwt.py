@@ -8,7 +8,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal
 
-from .authenticator import AUTHORIZATION_LABEL, RequestInfo, visible_ascii
+from .authenticator import (
+    AUTHORIZATION_LABEL,
+    RequestInfo,
+    require_durations,
+    require_timeouts,
+    visible_ascii,
+)
 from .cache import HitCache
 from .discovery import Metadata, get
 from .dpop import DPoPVerifier, dpop_setup
@@ -136,8 +142,23 @@ class JWTAuth:
         if unknown:
             raise ValueError(f"unsupported algorithms: {sorted(unknown)} (never 'none')")
 
-        if leeway < 0 or leeway > 300:
+        if not 0 <= leeway <= 300:  # written so that NaN fails too
             raise ValueError("leeway must be between 0 and 300 seconds")
+        require_durations(
+            "JWTAuth",
+            cache_ttl=cache_ttl,
+            jwks_min_ttl=jwks_min_ttl,
+            jwks_max_ttl=jwks_max_ttl,
+            unknown_kid_interval=unknown_kid_interval,
+            max_stale=max_stale,
+            missing_key_grace=missing_key_grace,
+        )
+        require_timeouts("JWTAuth", timeout=timeout)
+        if jwks_min_ttl > jwks_max_ttl:
+            raise ValueError("jwks_min_ttl must not exceed jwks_max_ttl")
+        for name, value in (("required_claims", required_claims), ("scope_claims", scope_claims)):
+            if isinstance(value, str):
+                raise TypeError(f"{name} takes a list, e.g. [{value!r}]")
         self.issuer = issuer
         #: The gate routes tokens whose unverified `iss` is this one here (see `accepts`).
         self.issuer_route = issuer
@@ -175,7 +196,12 @@ class JWTAuth:
                 raise ValueError("keys= holds no usable key")
             for alg in algs:
                 if not any(k.fits(alg) for k in static):
-                    raise ValueError(f"no configured key fits {alg}")
+                    hint = (
+                        " (HMAC secrets: 32/48/64 bytes for HS256/384/512)"
+                        if alg[:2] == "HS"
+                        else ""
+                    )
+                    raise ValueError(f"no configured key fits {alg}{hint}")
             self._keys = KeySet.of(static, clock)
         else:
             hs = algs - ASYMMETRIC
@@ -312,6 +338,10 @@ class JWTAuth:
         keyset.expire_missing(now)
         keys = keyset.find(kid, alg)
         if not keys:
+            if keyset.failing:
+                # The issuer failed us since its last good answer: the key may well be a
+                # new one we could not fetch. A 401 would make clients drop a good token.
+                raise ServiceUnavailable("signing keys unavailable", reason="jwks_unavailable")
             raise TokenError("unknown signing key", reason="unknown_kid")
         return keys
 
@@ -342,7 +372,8 @@ class JWTAuth:
 
     def _identity(self, p: dict[str, Any], now: float) -> Identity:
         # Written flat, with exact type tests: this runs for every first-seen token.
-        # The JSON decoder already refused NaN and Infinity, so numbers are finite.
+        # No NaN gets past the JSON decoder. 1e400 does, as inf: `exp` has a range check,
+        # and an infinite `nbf`/`iat` fails or means "long ago", as a huge finite one would.
         leeway = self.leeway
         exp = p.get("exp")
         if exp is None:

@@ -26,7 +26,10 @@ KEY_FACTORIES = {
     "ES256K": lambda: ECKey.generate_key("secp256k1"),
     "EdDSA": lambda: OKPKey.generate_key("Ed25519"),
     "Ed25519": lambda: OKPKey.generate_key("Ed25519"),
-    "HS": lambda: OctKey.generate_key(256),
+    # RFC 7518 §3.2: an HMAC secret at least as long as the hash output.
+    "HS256": lambda: OctKey.generate_key(256),
+    "HS384": lambda: OctKey.generate_key(384),
+    "HS512": lambda: OctKey.generate_key(512),
 }
 
 
@@ -61,7 +64,7 @@ class IdP:
     def __init__(self) -> None:
         self.keys: dict[str | None, tuple[Any, str]] = {}
         self.mode = "ok"  # ok | 500 | garbage | notjwks | stall
-        self.discovery = "oidc"  # oidc | rfc8414 | none | wrong-issuer
+        self.discovery = "oidc"  # oidc | rfc8414 | none | wrong-issuer | nested
         self.cache_control: str | None = "max-age=300"
         self.stall_event = threading.Event()
         self.fetches = 0
@@ -213,6 +216,8 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 return self._send(500, b"oops", "text/plain")
             if mode == "garbage":
                 return self._send(200, b"<html>", "text/html")
+            if mode == "nested":  # valid JSON too deep for Python's parser
+                return self._send(200, b"[" * 100_000 + b"]" * 100_000)
             answer = dict(idp.introspection.get(form.get("token", ""), {"active": False}))
             if mode == "string-true":
                 answer["active"] = "true"
@@ -232,6 +237,8 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 if idp.discovery == "wrong-issuer" and kind == "oidc":
                     doc = {"issuer": "https://evil.example", "jwks_uri": idp.jwks_uri}
                     return self._send(200, json.dumps(doc).encode())
+                if idp.discovery == "nested" and kind == "oidc":
+                    return self._send(200, b"[" * 100_000 + b"]" * 100_000)
                 if kind != idp.discovery:
                     return self._send(404, b"{}")
                 doc = {
@@ -252,6 +259,8 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                     return self._send(500, b"oops", "text/plain")
                 if mode == "garbage":
                     return self._send(200, b"<html>not json", "text/html")
+                if mode == "nested":
+                    return self._send(200, b"[" * 100_000 + b"]" * 100_000)
                 if mode == "notjwks":
                     return self._send(200, b'{"keys": [{"kty": "RSA", "n": "AQAB"}]}')
                 return self._send(200, json.dumps(idp.jwks()).encode())

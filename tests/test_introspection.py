@@ -150,7 +150,7 @@ def test_answer_fields_are_checked(idp: IdP, extra: dict[str, Any], description:
     assert err.description == description
 
 
-@pytest.mark.parametrize("mode", ["500", "garbage", "string-true", "stall"])
+@pytest.mark.parametrize("mode", ["500", "garbage", "nested", "string-true", "stall"])
 def test_faults_are_503_never_a_pass(idp: IdP, mode: str) -> None:
     active(idp, "f")
     idp.introspect_mode = mode

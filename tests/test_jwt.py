@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import json
 import threading
 import time
@@ -507,6 +508,41 @@ def test_a_refused_token_is_not_reachable_through_the_error_chain(rsa_idp: IdP) 
 
 
 @pytest.mark.parametrize(
+    "segment",
+    [
+        b"\xff\xfe not utf-8 at all",  # UnicodeDecodeError holds the bytes
+        b'{"iss": "https://idp", "secret-looking": ',  # JSONDecodeError holds the text
+        b"[" * 5000,  # RecursionError
+    ],
+)
+def test_a_malformed_segment_leaves_no_exception_context(rsa_idp: IdP, segment: bytes) -> None:
+    # `raise ... from None` only hides the context: it stays on __context__, where an
+    # error hook or tracker can read the decoded segment of an opaque credential.
+    auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
+    head, _, sig = rsa_idp.token().split(".")
+    for token in (f"{head}.{_b64(segment)}.{sig}", f"{_b64(segment)}.{_b64(segment)}.{sig}"):
+        for run in (check, JWTAuth.quick):
+            with pytest.raises(AuthError) as info:
+                run(auth, token)
+            assert info.value.__context__ is None and info.value.__cause__ is None
+            assert info.value.reason == "malformed_token"
+
+
+def test_json_whitespace_around_a_segment_is_json() -> None:
+    # RFC 8259 allows whitespace around a value, before as well as after it: both parse
+    # (and the signature still decides).
+    secret = b"s" * 32
+    auth = JWTAuth("svc", "api", algorithms=["HS256"], keys=secret)
+    claims = json.dumps({"iss": "svc", "aud": "api", "sub": "u", "exp": int(time.time()) + 60})
+    for payload in (f" {claims}", f"{claims}\n", f"\t{claims} "):
+        head = _b64(b'{"alg":"HS256"}')
+        body = _b64(payload.encode())
+        sig = hmac.digest(secret, f"{head}.{body}".encode(), "sha256")
+        assert check(auth, f"{head}.{body}.{_b64(sig)}").subject == "u"
+        assert rejects(auth, f"{head}.{body}.{_b64(sig[::-1])}").reason == "bad_signature"
+
+
+@pytest.mark.parametrize(
     ("token", "reason", "description"),
     [
         ("..", "malformed_token", "malformed token header"),
@@ -587,6 +623,21 @@ def test_stale_keys_serve_when_the_issuer_fails(idp: IdP, clock: Clock) -> None:
     assert check(auth, idp.token(jti="back")).subject == "user-1"
 
 
+@pytest.mark.parametrize("where", ["discovery", "jwks"])
+def test_json_too_deep_to_parse_is_503_not_500(idp: IdP, where: str) -> None:
+    # Valid JSON nested past Python's recursion limit: RecursionError, not ValueError.
+    idp.add_key("ES256")
+    if where == "discovery":
+        idp.discovery = "nested"
+    else:
+        idp.mode = "nested"
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"])
+    app = AuthMiddleware(_app(), authenticators=[auth])
+    with _client(app) as c:
+        r = c.get("/", headers={"Authorization": f"Bearer {idp.token()}"})
+    assert r.status_code == 503 and r.headers["retry-after"]
+
+
 def test_stale_keys_expire_after_max_stale(idp: IdP, clock: Clock) -> None:
     idp.add_key("ES256")
     auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], clock=clock, max_stale=600)
@@ -658,6 +709,27 @@ def test_rotation_is_picked_up_on_the_first_new_kid(idp: IdP, clock: Clock) -> N
     idp.add_key("RS256", "new")
     assert check(auth, idp.token("new")).subject == "user-1"
     assert idp.fetches == 2
+
+
+def test_a_new_kid_while_the_issuer_is_down_is_503_not_401(idp: IdP, clock: Clock) -> None:
+    # A rotation during an outage: the new key may exist; we could not ask. A 401 would
+    # tell clients to drop a good token, so the answer is 503 until the issuer is back.
+    idp.add_key("RS256", "old")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["RS256"], clock=clock)
+    assert check(auth, idp.token("old")).subject == "user-1"
+    idp.add_key("RS256", "new")
+    idp.mode = "500"
+    for jti in ("a", "b"):  # the refetch, then the rate limit: both 503
+        err = rejects(auth, idp.token("new", jti=jti))
+        assert (err.status, err.reason) == (503, "jwks_unavailable")
+        assert dict(err.headers([]))["Retry-After"]
+    assert check(auth, idp.token("old", jti="c")).subject == "user-1"  # stale keys serve
+    idp.mode = "ok"
+    clock.advance(31)
+    assert check(auth, idp.token("new", jti="d")).subject == "user-1"
+    # Once the issuer answers again, a kid it does not know is a 401 as before.
+    gone = mint(idp.keys["new"][0], _claims(idp), alg="RS256", kid="gone")
+    assert rejects(auth, gone).status == 401
 
 
 def test_unknown_kids_are_rate_limited(idp: IdP, clock: Clock) -> None:
@@ -907,6 +979,24 @@ def test_many_issuers_route_by_iss_without_asking_each(monkeypatch: pytest.Monke
     assert asked == []
 
 
+def test_two_authenticators_for_one_issuer_are_refused() -> None:
+    # Tokens go to the authenticator of their iss, never to a second one: the second
+    # would silently never be used, so the configuration is refused.
+    one = JWTAuth("svc", "api-1", algorithms=["HS256"], keys=b"s" * 32)
+    two = JWTAuth("svc", "api-2", algorithms=["HS256"], keys=b"s" * 32)
+    with pytest.raises(ValueError, match="two authenticators for issuer 'svc'"):
+        AuthMiddleware(_app(), authenticators=[one, two])
+    # One authenticator takes both audiences instead.
+    both = JWTAuth("svc", ["api-1", "api-2"], algorithms=["HS256"], keys=b"s" * 32)
+    app = AuthMiddleware(_app(), authenticators=[both])
+    now = int(time.time())
+    with _client(app) as c:
+        for aud in ("api-1", "api-2"):
+            claims = {"iss": "svc", "aud": aud, "sub": aud, "exp": now + 60}
+            token = mint(OctKey.import_key(b"s" * 32), claims, alg="HS256")
+            assert c.get("/", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
 def test_token_error_is_a_token_error(idp: IdP) -> None:
     idp.add_key("ES256")
     auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
@@ -920,6 +1010,20 @@ def test_token_error_is_a_token_error(idp: IdP) -> None:
         ({"algorithms": "RS256"}, TypeError),
         ({"algorithms": ["none"]}, ValueError),
         ({"algorithms": ["RS256"], "leeway": -1}, ValueError),
+        # NaN compares false with everything: accepted, it would switch the checks off.
+        ({"algorithms": ["RS256"], "leeway": float("nan")}, ValueError),
+        ({"algorithms": ["RS256"], "cache_ttl": float("nan")}, ValueError),
+        ({"algorithms": ["RS256"], "max_stale": float("nan")}, ValueError),
+        ({"algorithms": ["RS256"], "missing_key_grace": float("nan")}, ValueError),
+        ({"algorithms": ["RS256"], "unknown_kid_interval": -1}, ValueError),
+        ({"algorithms": ["RS256"], "jwks_min_ttl": 600, "jwks_max_ttl": 60}, ValueError),
+        ({"algorithms": ["RS256"], "timeout": 0}, ValueError),
+        ({"algorithms": ["RS256"], "timeout": float("inf")}, ValueError),
+        ({"algorithms": ["RS256"], "required_claims": "jti"}, TypeError),
+        ({"algorithms": ["RS256"], "scope_claims": "roles"}, TypeError),
+        ({"algorithms": ["HS256"], "keys": b"s" * 31}, ValueError),
+        ({"algorithms": ["HS384"], "keys": b"s" * 47}, ValueError),
+        ({"algorithms": ["HS512"], "keys": b"s" * 63}, ValueError),
         ({"algorithms": ["RS256"], "jwks_uri": "http://idp.example/jwks"}, ValueError),
         ({"algorithms": ["RS256"], "dpop": "maybe"}, ValueError),
     ],

@@ -3,9 +3,11 @@ or answer differently depending on earlier requests."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import jwt
+import pytest
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -13,7 +15,8 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from asgi_auth import APIKeyAuth, AuthMiddleware, JWTAuth, Rule
+from asgi_auth import APIKeyAuth, AuthMiddleware, IntrospectionAuth, JWTAuth, Rule
+from asgi_auth.dpop import DPoPVerifier
 from asgi_auth.gate import _forwarded_proto
 from asgi_auth.keys import MemoryKeyStore
 from tests.dpop_client import DPoPKey
@@ -145,3 +148,60 @@ def test_a_token_query_parameter_is_an_ordinary_parameter() -> None:
     )
     with TestClient(app) as c:
         assert c.get("/items?token=page-2", headers={"X-API-Key": key}).status_code == 200
+
+
+def test_refused_token_fields_cannot_forge_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    # The log names a refused token's kid and sub: the sender's words. They must not
+    # break the line, reach the terminal as escapes, or add a field of their own.
+    kid = "k1\nINFO asgi_auth: authentication ok sub=admin"
+    sub = "eve sub=admin \x1b[2J"
+    forged = jwt.encode(
+        {"iss": "svc", "aud": "api", "sub": sub, "exp": 2_000_000_000},
+        b"w" * 32,  # not the secret: refused for its signature
+        algorithm="HS256",
+        headers={"kid": kid},
+    )
+    auth = JWTAuth("svc", "api", algorithms=["HS256"], keys=SECRET)
+    caplog.set_level(logging.INFO)
+    for kind in ("asgi", "wsgi"):
+        client = make_client(kind, [auth])
+        reply = client("/items", headers=[("Authorization", f"Bearer {forged}")])
+        assert reply.status == 401 and not reply.reached
+    lines = [r.getMessage() for r in caplog.records if "authentication failed" in r.getMessage()]
+    assert len(lines) == 2
+    for line in lines:
+        assert "\n" not in line and "\x1b" not in line
+        assert f"kid={kid!r}" in line and f"sub={sub!r}" in line
+        assert " sub=admin" not in line.replace(repr(sub), "").replace(repr(kid), "")
+        assert "reason=bad_signature" in line and "iss=svc" in line  # plain values stay plain
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs"),
+    [
+        (lambda **kw: APIKeyAuth(MemoryKeyStore(), **kw), {"cache_ttl": float("nan")}),
+        (lambda **kw: APIKeyAuth(MemoryKeyStore(), **kw), {"negative_ttl": float("nan")}),
+        (lambda **kw: APIKeyAuth(MemoryKeyStore(), **kw), {"store_timeout": float("inf")}),
+        (
+            lambda **kw: IntrospectionAuth(
+                endpoint="https://idp.example/introspect", client_id="c", client_secret="s", **kw
+            ),
+            {"cache_ttl": float("nan")},
+        ),
+        (
+            lambda **kw: IntrospectionAuth(
+                endpoint="https://idp.example/introspect", client_id="c", client_secret="s", **kw
+            ),
+            {"timeout": 0},
+        ),
+        (lambda **kw: DPoPVerifier(**kw), {"max_age": float("nan")}),
+        (lambda **kw: DPoPVerifier(**kw), {"leeway": -1}),
+        (lambda **kw: DPoPVerifier(**kw), {"nonce_lifetime": 0}),  # divides the clock
+    ],
+)
+def test_durations_that_would_switch_a_check_off_are_refused(
+    make: Any, kwargs: dict[str, Any]
+) -> None:
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=name):
+        make(**kwargs)
