@@ -58,7 +58,7 @@ class AuthMiddleware:
             return
         gate = self.gate
         method = scope["method"] if kind == "http" else "GET"
-        if not method.isupper():
+        if method != "GET" and not method.isupper():
             # Servers pass `post` through and frameworks route it as POST: rules must too.
             method = method.upper()
         path = _route_path(scope) if scope.get("root_path") else scope["path"]

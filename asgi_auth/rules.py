@@ -170,11 +170,12 @@ class Rules:
 
     def decide(self, method: str, path: str) -> Decision:
         """The decision for a request; `path` is the decoded path, without query."""
-        method = method.upper()
+        # Keyed by the method as given: middlewares pass it uppercased already, so the
+        # hot path skips `upper()`; a lowercase one gets an entry of its own, decided alike.
         key = method + " " + path if self._by_method else path
         decision = self._memo.get(key)
         if decision is None:
-            decision = self._decide(method, path)
+            decision = self._decide(method.upper(), path)
             if len(key) <= _MEMO_KEY_MAX:
                 memo = self._memo
                 if len(memo) >= _MEMO_ENTRIES:

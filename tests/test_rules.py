@@ -296,3 +296,14 @@ def test_middleware_rejects_two_authenticators_on_one_header(middleware: Any) ->
 def test_apikeyauth_rejects_bad_options(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         APIKeyAuth(MemoryKeyStore(), **kwargs)
+
+
+def test_the_method_decides_alike_in_any_case_and_memo_order() -> None:
+    # Middlewares uppercase the method before asking; a direct caller may not, and the
+    # memo (keyed by the method as given) must not let one spelling decide for another.
+    rules = Rules(rules=[Rule("/items", methods=["POST"], scopes=["items:write"])])
+    for first, second in (("post", "POST"), ("POST", "Post"), ("get", "GET")):
+        for _ in range(2):  # a miss, then a memo hit
+            assert rules.decide(first, "/items") == rules.decide(second, "/items")
+    assert rules.decide("post", "/items").scopes == {"items:write"}
+    assert rules.decide("get", "/items").scopes == frozenset()

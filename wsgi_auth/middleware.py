@@ -53,7 +53,7 @@ class AuthMiddleware:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         gate = self.gate
         method = environ.get("REQUEST_METHOD", "GET")
-        if not method.isupper():
+        if method != "GET" and not method.isupper():
             # Servers pass `post` through and frameworks route it as POST: rules must too.
             method = method.upper()
         path = _path(environ)
