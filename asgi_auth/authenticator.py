@@ -22,21 +22,24 @@ def visible_ascii(value: str) -> bool:
     return value.isascii() and not value.encode("ascii").translate(None, _VCHAR)
 
 
+def _seconds(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def require_durations(owner: str, **seconds: float) -> None:
     """`ValueError` unless every value is a number of seconds >= 0 (infinity: "never").
 
     NaN compares false with everything, so a NaN leeway, TTL or grace would not fail a
     check: it would switch it off (an expired token accepted, a removed key kept)."""
     for name, value in seconds.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        if not (_seconds(value) and value >= 0):
             raise ValueError(f"{owner}: {name} must be a number of seconds >= 0, not {value!r}")
 
 
 def require_timeouts(owner: str, **seconds: float) -> None:
     """`ValueError` unless every value is a finite number of seconds > 0."""
     for name, value in seconds.items():
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not (number and value > 0 and math.isfinite(value)):
+        if not (_seconds(value) and value > 0 and math.isfinite(value)):
             raise ValueError(f"{owner}: {name} must be finite seconds > 0, not {value!r}")
 
 

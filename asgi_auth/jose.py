@@ -31,7 +31,8 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "384": hashes.SHA384,
     "512": hashes.SHA512,
 }
-_HMAC_MIN_BYTES = {"256": 32, "384": 48, "512": 64}
+#: RFC 7518 §3.2: an HMAC secret at least as long as the hash output.
+HMAC_MIN_BYTES = {"256": 32, "384": 48, "512": 64}
 _EC_CURVES = {
     "ES256": "secp256r1",
     "ES384": "secp384r1",
@@ -213,7 +214,7 @@ class VerifyKey:
             return self.kty == "RSA"
         if fam == "HS":
             # RFC 7518 §3.2: a secret at least as long as the hash output (32/48/64 bytes).
-            return self.kty == "oct" and len(key) >= _HMAC_MIN_BYTES[alg[2:]]
+            return self.kty == "oct" and len(key) >= HMAC_MIN_BYTES[alg[2:]]
         if fam == "ES":
             return self.kty == "EC" and key.curve.name == _EC_CURVES.get(alg)
         if alg in ("EdDSA", "Ed25519", "Ed448"):

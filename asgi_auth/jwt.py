@@ -25,6 +25,7 @@ from .identity import Identity, build_identity
 from .jose import (
     ALGORITHMS,
     ASYMMETRIC,
+    HMAC_MIN_BYTES,
     TokenError,
     VerifyKey,
     json_segment,
@@ -197,7 +198,7 @@ class JWTAuth:
             for alg in algs:
                 if not any(k.fits(alg) for k in static):
                     hint = (
-                        " (HMAC secrets: 32/48/64 bytes for HS256/384/512)"
+                        f" (an {alg} secret needs {HMAC_MIN_BYTES[alg[2:]]} bytes or more)"
                         if alg[:2] == "HS"
                         else ""
                     )
