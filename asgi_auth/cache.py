@@ -16,14 +16,17 @@ from .identity import Identity
 
 
 class Guard(Protocol):
-    """Something whose loss voids a cached result (a signing key leaving its key set)."""
+    """What a cached result stands on (a signing key): once the clock reaches its `until`,
+    the results it vouched for are void. A key that leaves its key set gets `-inf`; one
+    missing from the issuer's answers gets the end of its grace, and `inf` back if it
+    returns."""
 
-    active: bool
+    until: float
 
 
 class _Always:
     __slots__ = ()
-    active = True
+    until = float("inf")
 
 
 ALWAYS: Guard = _Always()
@@ -48,8 +51,10 @@ class HitCache:
 
     def get(self, token: str) -> Identity | None:
         hit = self._hits.get(token)
-        if hit is not None and hit[1] > self._clock() and hit[2].active:
-            return hit[0]
+        if hit is not None:
+            now = self._clock()
+            if hit[1] > now and hit[2].until > now:
+                return hit[0]
         return None
 
     def put(self, token: str, identity: Identity, deadline: float, guard: Guard = ALWAYS) -> None:
@@ -65,7 +70,7 @@ class HitCache:
                 # Drop dead entries first, else the older half: amortised O(1) per insert.
                 # list() snapshots in one C call: inserts on other threads take no lock.
                 entries = list(hits.items())
-                dead = [t for t, (_, d, g) in entries if d <= now or not g.active]
+                dead = [t for t, (_, d, g) in entries if d <= now or g.until <= now]
                 for t in dead or [t for t, _ in entries[: len(entries) // 2]]:
                     hits.pop(t, None)
             hits[token] = (identity, deadline, guard)

@@ -4,7 +4,8 @@ An authenticator's slow path is a generator (httpx's `auth_flow` pattern): it yi
 `Effect` describing the I/O it needs and receives the result. `run_sync` (WSGI, threads)
 and `run_async` (ASGI, any event loop) perform the I/O, merge concurrent identical
 requests into one (single flight), bound it in time and always close the generator.
-The generator itself never does I/O and never takes a lock, so each check exists once.
+The generator itself never does I/O and never holds a lock across I/O, so each check
+exists once.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import functools
 import ipaddress
 import ssl
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -88,12 +89,19 @@ class HTTP:
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
     ) -> HTTPResult:
+        # httpx's time-outs bound each connect, read and write, not the whole exchange: a
+        # server that sends a byte now and then would hold this thread for as long as it
+        # likes. The deadline bounds it (to about twice the time-out: one read may still
+        # be waiting when it passes). The async side is bounded by the driver instead.
+        deadline = time.monotonic() + self.timeout
         with self._sync_client().stream(method, url, headers=headers, data=data) as resp:
             body = b""
             for chunk in resp.iter_bytes():
                 body += chunk
                 if len(body) > MAX_BODY:
                     raise FetchError("response too large")
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("response took longer than the time-out")
             return self._result(resp, body)
 
     async def arequest(

@@ -152,7 +152,7 @@ Verifier = Callable[[bytes, bytes], bool]
 class VerifyKey:
     """One verification key, prepared once: type checks and algorithm fit done at load."""
 
-    __slots__ = ("_key", "_verifiers", "active", "alg", "kid", "kty", "use")
+    __slots__ = ("_key", "_verifiers", "alg", "kid", "kty", "until", "use")
 
     def __init__(
         self,
@@ -184,8 +184,9 @@ class VerifyKey:
         self.kid = kid
         self.alg = alg
         self.use = use
-        #: False once the key left its key set: cached tokens it verified stop counting.
-        self.active = True
+        #: When tokens this key verified stop counting, cached or not (see `cache.Guard`):
+        #: the end of its grace while the issuer's answers lack it, -inf once it is gone.
+        self.until = float("inf")
         self._verifiers: dict[str, Verifier] = {}
 
     def __repr__(self) -> str:

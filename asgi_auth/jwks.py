@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,9 +78,10 @@ class KeySet:
     """The keys of one issuer and the timing of their refreshes.
 
     Times come from the injected clock. `fresh_until` follows `Cache-Control: max-age`
-    within `[min_ttl, max_ttl]`; after it, a request refreshes (waiting); in the last
-    `refresh_ahead` fraction before it, one request refreshes while the others go on
-    with the current keys.
+    within `[min_ttl, max_ttl]`; from the last `refresh_ahead` fraction before it on, one
+    request refreshes while the others go on with the current keys (stale ones too, up to
+    `max_stale`). Requests wait for a fetch only when they cannot go on without it: no
+    usable keys, or a `kid` the keys lack.
     """
 
     clock: Callable[[], float]
@@ -102,12 +104,18 @@ class KeySet:
     generation: int = 0
     #: The last fetch failed: the keys held may lack the issuer's newest.
     failing: bool = False
+    #: When the fetch in flight began (-inf: none). A request with an unknown `kid` joins
+    #: that fetch rather than being refused by the refetch rate limit while it runs.
+    fetching_since: float = float("-inf")
     #: Before this time no refresh is due and no key is due to expire, so a lookup
     #: needs no bookkeeping (see `JWTAuth.flow`). Only ever moved by the methods below.
     settled_until: float = float("-inf")
     _missing_since: float | None = None  # the oldest absence, so lookups skip the scan
     # alg -> kid -> keys; replaced whenever the entries change (see _set_entries)
     _memo: dict[str, dict[str | None, list[VerifyKey]]] = field(default_factory=dict)
+    # Held only while a fetched answer is merged, never across I/O: WSGI threads that
+    # shared one fetch must merge it once, or a replaced key could stay in use.
+    _merge: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def of(cls, keys: Iterable[VerifyKey], clock: Callable[[], float]) -> KeySet:
@@ -124,18 +132,22 @@ class KeySet:
         """Keys we may verify with: fresh, or stale but within `max_stale`."""
         return self.fetched_at is not None and now <= self.fresh_until + self.max_stale
 
-    def due(self, now: float) -> str | None:
-        """`"wait"`: fetch before verifying; `"ahead"`: refresh without waiting; or None."""
+    def due(self, now: float) -> bool:
+        """A refresh is due: no keys yet, or in the last `refresh_ahead` of their TTL, or
+        past it; but not again within `retry_interval` of a failure."""
         if self.static:
-            return None
+            return False
         if now - self.last_failure < self.retry_interval:
-            return None  # an issuer that just failed is not hammered; stale keys serve
-        if self.fetched_at is None or now >= self.fresh_until:
-            return "wait"
+            return False  # an issuer that just failed is not hammered; stale keys serve
+        if self.fetched_at is None:
+            return True
         ttl = self.fresh_until - self.fetched_at
-        if now >= self.fresh_until - ttl * self.refresh_ahead:
-            return "ahead"
-        return None
+        return now >= self.fresh_until - ttl * self.refresh_ahead
+
+    def fetching(self, now: float, timeout: float) -> bool:
+        """A fetch is in flight (begun less than `timeout` ago: a request cancelled while
+        it fetched leaves no trace, so the mark expires)."""
+        return now - self.fetching_since < timeout
 
     def may_refetch_for_unknown_kid(self, now: float) -> bool:
         return (
@@ -146,36 +158,47 @@ class KeySet:
 
     # -- results ---------------------------------------------------------------------------
 
-    def update(self, result: HTTPResult, now: float) -> None:
-        """Merge a fetched JWKS; raises JWKSError (keeping the current keys) on garbage."""
-        if result.status != 200:
-            raise JWKSError(f"JWKS answered {result.status}")
-        fresh = parse_jwks(result.content)
-        # Copy on write: readers on other threads always see a whole dict.
-        entries = dict(self._entries)
-        for ident, key in fresh.items():
-            old = entries.get(ident)
-            if old is not None and _same(old.key, key):
-                old.missing_since = None
-                continue
-            if old is not None:
-                old.key.active = False  # same kid, new material: the old key is gone
-            entries[ident] = _Entry(key)
-        for ident, entry in list(entries.items()):
-            if ident not in fresh and entry.missing_since is None:
-                entry.missing_since = now
-        self._set_entries(entries)
-        self._note_missing()
-        self.expire_missing(now)
-        self.fetched_at = now
-        self.failing = False
-        self.fresh_until = now + _ttl_from(
-            result.headers, self.default_ttl, self.min_ttl, self.max_ttl
-        )
-        self.generation += 1
-        self._settle()
+    def update(self, result: HTTPResult, now: float, generation: int | None = None) -> None:
+        """Merge a fetched JWKS; raises JWKSError (keeping the current keys) on garbage.
+
+        Requests that shared one fetch all receive its answer: with the `generation` they
+        saw before fetching, only the first merges it, the others return."""
+        with self._merge:
+            if generation is not None and generation != self.generation:
+                return
+            self.fetching_since = float("-inf")
+            if result.status != 200:
+                raise JWKSError(f"JWKS answered {result.status}")
+            fresh = parse_jwks(result.content)
+            # Copy on write: readers on other threads always see a whole dict.
+            entries = dict(self._entries)
+            for ident, key in fresh.items():
+                old = entries.get(ident)
+                if old is not None and _same(old.key, key):
+                    old.missing_since = None
+                    old.key.until = float("inf")  # back in the answers
+                    continue
+                if old is not None:
+                    old.key.until = float("-inf")  # same kid, new material: the old key is gone
+                entries[ident] = _Entry(key)
+            for ident, entry in list(entries.items()):
+                if ident not in fresh and entry.missing_since is None:
+                    entry.missing_since = now
+                    # Tokens it verified, cached ones too, count until its grace ends.
+                    entry.key.until = now + self.missing_grace
+            self._set_entries(entries)
+            self._note_missing()
+            self._drop_missing(now)
+            self.fetched_at = now
+            self.failing = False
+            self.fresh_until = now + _ttl_from(
+                result.headers, self.default_ttl, self.min_ttl, self.max_ttl
+            )
+            self.generation += 1
+            self._settle()
 
     def failed(self, now: float) -> None:
+        self.fetching_since = float("-inf")
         self.last_failure = now
         self.failing = True
 
@@ -183,6 +206,12 @@ class KeySet:
         """Drop keys absent from the issuer's answers for longer than the grace."""
         if self._missing_since is None or now - self._missing_since < self.missing_grace:
             return  # nothing missing, or nothing missing for long enough
+        with self._merge:
+            self._drop_missing(now)
+
+    def _drop_missing(self, now: float) -> None:
+        if self._missing_since is None or now - self._missing_since < self.missing_grace:
+            return
         gone = [
             ident
             for ident, e in self._entries.items()
@@ -191,7 +220,7 @@ class KeySet:
         if gone:
             entries = dict(self._entries)
             for ident in gone:
-                entries.pop(ident).key.active = False
+                entries.pop(ident).key.until = float("-inf")
             self._set_entries(entries)
         self._note_missing()
 

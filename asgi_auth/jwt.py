@@ -328,11 +328,19 @@ class JWTAuth:
         keyset = self._keys
         generation = keyset.generation
         due = keyset.due(now)
-        if due is None and not keyset.knows(kid) and keyset.may_refetch_for_unknown_kid(now):
-            keyset.last_unknown_refetch = now
-            due = "wait"
-        if due is not None:
-            yield from self._refresh(now, generation, wait=due == "wait" or not keyset.usable(now))
+        known = keyset.knows(kid)
+        if not due and not known:
+            if keyset.may_refetch_for_unknown_kid(now):
+                keyset.last_unknown_refetch = now
+                due = True
+            elif keyset.fetching(now, self.timeout):
+                # The fetch in flight (say, started by a rotation's first token) may bring
+                # this kid: wait for it, as the first token does, rather than refuse it.
+                due = True
+        if due:
+            # Only a request that cannot go on without the answer waits for it; the others
+            # keep verifying with the keys held (stale ones up to max_stale) meanwhile.
+            yield from self._refresh(now, generation, wait=not known or not keyset.usable(now))
             now = self._clock()
         if not keyset.usable(now):
             raise ServiceUnavailable("signing keys unavailable", reason="jwks_unavailable")
@@ -473,10 +481,13 @@ class JWTAuth:
                 uri = yield from self._metadata.endpoint("jwks_uri")
             if keyset.generation != generation:
                 return  # another request refreshed the keys while this one waited
+            if not keyset.fetching(now, self.timeout):
+                keyset.fetching_since = now
             result = yield get(self._http, uri, self.timeout, join=wait)
             if result is BUSY:
-                return
-            keyset.update(result, self._clock())
+                return  # another request is fetching; this one goes on with the keys held
+            # Requests that shared the fetch all get its answer; the first one merges it.
+            keyset.update(result, self._clock(), generation)
         except (EffectFailed, JWKSError, ServiceUnavailable) as exc:
             keyset.failed(self._clock())
             log.warning(

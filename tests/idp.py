@@ -63,7 +63,9 @@ class IdP:
 
     def __init__(self) -> None:
         self.keys: dict[str | None, tuple[Any, str]] = {}
-        self.mode = "ok"  # ok | 500 | garbage | notjwks | stall
+        self.mode = "ok"  # ok | 500 | garbage | notjwks | stall | drip
+        #: A path part of the issuer ("/tenant"), for discovery of an issuer with a path.
+        self.issuer_path = ""
         self.discovery = "oidc"  # oidc | rfc8414 | none | wrong-issuer | nested
         self.cache_control: str | None = "max-age=300"
         self.stall_event = threading.Event()
@@ -72,6 +74,8 @@ class IdP:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.hidden: set[str | None] = set()
+        #: JWKs served after those of `keys` as they are (kid-less keys, `use`, `alg`).
+        self.extra_jwks: list[dict[str, Any]] = []
         self.clock: Callable[[], float] = time.time
         # RFC 7662 introspection: token -> answer; faults via introspect_mode.
         self.introspection: dict[str, dict[str, Any]] = {}
@@ -86,13 +90,17 @@ class IdP:
         self.token_nonce: str | None = None  # when set, DPoP proofs must carry it
 
     @property
-    def issuer(self) -> str:
+    def base(self) -> str:
         assert self.server is not None
         return f"http://127.0.0.1:{self.server.server_address[1]}"
 
     @property
+    def issuer(self) -> str:
+        return self.base + self.issuer_path
+
+    @property
     def jwks_uri(self) -> str:
-        return self.issuer + "/jwks"
+        return self.base + "/jwks"
 
     def add_key(self, alg: str, kid: str | None = "k1", key: Any = None) -> Any:
         key = key or new_key(alg)
@@ -121,6 +129,7 @@ class IdP:
                 for kid, (k, alg) in self.keys.items()
                 if kid not in self.hidden and not alg.startswith("HS")
             ]
+            + self.extra_jwks
         }
 
 
@@ -137,6 +146,20 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Cache-Control", idp.cache_control)
             self.end_headers()
             self.wfile.write(body)
+
+        def _drip(self, body: bytes) -> None:
+            # Headers at once, then the body 16 bytes at a time every 50 ms: no single read
+            # waits long, so only a deadline over the whole fetch can cut it short.
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.flush()
+            for i in range(0, len(body), 16):
+                if idp.stall_event.wait(0.05):
+                    return  # the test is over
+                self.wfile.write(body[i : i + 16])
+                self.wfile.flush()
 
         def _client_auth(self, form: dict[str, str]) -> tuple[str | None, str | None]:
             import base64
@@ -224,14 +247,14 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
             return self._send(200, json.dumps(answer).encode())
 
         def do_GET(self) -> None:
-            if self.path.startswith("/.well-known/"):
+            if "/.well-known/" in self.path:
                 with idp.lock:
                     idp.discovery_fetches += 1
                 kind = (
                     "oidc"
-                    if self.path == "/.well-known/openid-configuration"
+                    if self.path == idp.issuer_path + "/.well-known/openid-configuration"
                     else "rfc8414"
-                    if self.path.startswith("/.well-known/oauth-authorization-server")
+                    if self.path == "/.well-known/oauth-authorization-server" + idp.issuer_path
                     else None
                 )
                 if idp.discovery == "wrong-issuer" and kind == "oidc":
@@ -244,8 +267,8 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 doc = {
                     "issuer": idp.issuer,
                     "jwks_uri": idp.jwks_uri,
-                    "introspection_endpoint": idp.issuer + "/introspect",
-                    "token_endpoint": idp.issuer + "/token",
+                    "introspection_endpoint": idp.base + "/introspect",
+                    "token_endpoint": idp.base + "/token",
                 }
                 return self._send(200, json.dumps(doc).encode())
             if self.path == "/jwks":
@@ -261,6 +284,8 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                     return self._send(200, b"<html>not json", "text/html")
                 if mode == "nested":
                     return self._send(200, b"[" * 100_000 + b"]" * 100_000)
+                if mode == "drip":
+                    return self._drip(json.dumps(idp.jwks()).encode())
                 if mode == "notjwks":
                     return self._send(200, b'{"keys": [{"kty": "RSA", "n": "AQAB"}]}')
                 return self._send(200, json.dumps(idp.jwks()).encode())
