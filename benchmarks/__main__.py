@@ -82,8 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         "all. µs/request: median over rounds; overhead and × bare: median over rounds of "
         "the difference and ratio to the bare app of the same kind in the same round."
     )
-    print("Machine speed during the run: " + "; ".join(report.noise()) + ".")
     data = report.as_dict()
+    m = data["machine"]
+    print(
+        f"Machine: {m['implementation']} {m['python']}, {m['cpu'] or m['machine']} "
+        f"({m['cpu_count']} CPUs), {m['platform']}."
+    )
+    print("Machine speed during the run: " + "; ".join(report.noise()) + ".")
     failed = args.check and not report.primary_met
     progress = (lambda line: print(line, file=sys.stderr)) if args.verbose else None
     if args.e2e or args.all:

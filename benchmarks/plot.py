@@ -85,6 +85,7 @@ def _title(report_dict: dict[str, Any]) -> str:
         for x in (
             f"{m.get('implementation', '')} {m.get('python', '')}".strip(),
             m.get("platform"),
+            m.get("cpu"),
             m.get("cpu_count") and f"{m['cpu_count']} CPUs",
         )
         if x

@@ -92,8 +92,11 @@ def test_target_line(quick_run: tuple[str, Any]) -> None:
 
 
 def test_json_has_every_case_and_the_machine(quick_run: tuple[str, Any]) -> None:
-    _, data = quick_run
-    assert {"python", "platform", "cpu_count"} <= data["machine"].keys()
+    stdout, data = quick_run
+    assert {"python", "platform", "cpu", "cpu_count"} <= data["machine"].keys()
+    # Figures are comparable only on one CPU model, so the run names it.
+    cpu = data["machine"]["cpu"]
+    assert cpu and f"Machine: CPython {data['machine']['python']}, {cpu} (" in stdout
     assert data["settings"]["rounds_run"] == 2
     by = {(r["kind"], r["case"]): r for r in data["results"]}
     assert by.keys() >= REQUIRED
