@@ -123,3 +123,28 @@ def test_no_plaintext_in_the_database_file(tmp_path: Path) -> None:
     raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("k.db"))
     assert secret.encode() not in raw
     assert key.encode() not in raw
+
+
+def test_opening_waits_for_another_connection_instead_of_failing(tmp_path: Path) -> None:
+    # Another process holds the write lock (creating the schema, adding a key) while this
+    # one opens the file and switches it to WAL: SQLite refuses that switch at once,
+    # busy time-out or not. Workers of one server starting together hit it.
+    import threading
+
+    db = tmp_path / "keys.db"
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t(x)")
+    other.execute("BEGIN IMMEDIATE")
+    done = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    done.start()
+    try:
+        store = SQLiteKeyStore(db)
+        key = store.create("svc", ["read"]).key
+    finally:
+        done.join()
+        other.close()
+    record = store.get(parse(key)[1])
+    assert record is not None and record.name == "svc"
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()

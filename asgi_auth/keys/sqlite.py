@@ -7,6 +7,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import MappingProxyType
@@ -75,6 +76,32 @@ def _record_to_row(r: KeyRecord) -> tuple[Any, ...]:
     )
 
 
+_BUSY_SECONDS = 10.0
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL, waiting out other processes doing the same.
+
+    The switch needs the file to itself, and SQLite refuses it ("database is locked", or
+    by answering the old mode) at once, without its busy handler, while another
+    connection holds a lock: workers of one server opening a new file together hit it."""
+    deadline = time.monotonic() + _BUSY_SECONDS
+    while True:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            mode = None
+        if mode == "wal":
+            return
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("database is locked: could not switch it to WAL")
+        time.sleep(0.005 + secrets.randbelow(20) / 1000)  # jitter: the other openers retry too
+
+
 class SQLiteKeyStore(KeyStore):
     """API keys in a SQLite file (stdlib `sqlite3`, WAL mode).
 
@@ -105,10 +132,9 @@ class SQLiteKeyStore(KeyStore):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and self._local.pid == os.getpid():
             return conn
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        conn.execute("PRAGMA busy_timeout = 10000")
-        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+        conn = sqlite3.connect(self.path, timeout=_BUSY_SECONDS, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_SECONDS * 1000)}")
+        _use_wal(conn)
         # A key must survive a power cut once `create` has returned; writes are rare.
         conn.execute("PRAGMA synchronous = FULL")
         with self._init_lock:
