@@ -27,7 +27,7 @@ def discovery_urls(issuer: str) -> list[str]:
     return [base + "/.well-known/openid-configuration", rfc8414]
 
 
-def get(http: HTTP, url: str, timeout: float, *, join: bool = True) -> Effect:
+def get(http: HTTP, url: str, timeout: float, *, join: bool = True, start: bool = True) -> Effect:
     """The effect of a JSON GET, shared by every caller of the same URL."""
     return Effect(
         key=("GET", url),
@@ -35,6 +35,7 @@ def get(http: HTTP, url: str, timeout: float, *, join: bool = True) -> Effect:
         async_=partial(http.arequest, "GET", url, headers=_ACCEPT_JSON),
         timeout=timeout,
         join=join,
+        start=start,
     )
 
 

@@ -11,6 +11,7 @@ exists once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import Awaitable, Callable, Generator, Hashable
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ class Effect:
     #: False for optional work (a refresh ahead of expiry): when the same effect is
     #: already in flight, the driver answers `BUSY` at once instead of waiting for it.
     join: bool = True
+    #: False to only join the same effect in flight: with none, the driver answers
+    #: `NO_FLIGHT` at once instead of performing it (a wait that must not become a fetch).
+    start: bool = True
 
 
 class _Busy:
@@ -45,6 +49,14 @@ class _Busy:
 
 
 BUSY: Any = _Busy()
+
+
+class _NoFlight:
+    def __repr__(self) -> str:
+        return "NO_FLIGHT"
+
+
+NO_FLIGHT: Any = _NoFlight()
 
 
 class EffectFailed(ServiceUnavailable):
@@ -99,6 +111,8 @@ class SyncDriver:
                 flight = self._flights.get(key)
                 leader = flight is None
                 if flight is None:
+                    if not effect.start:
+                        return NO_FLIGHT
                     flight = self._flights[key] = _Flight()
             if leader:
                 break
@@ -159,6 +173,20 @@ def _release(releases: list[Release]) -> None:
         releases.pop()()
 
 
+def _settle(fut: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
+    """Hand a shared call's outcome to its future."""
+    if fut.done():
+        return
+    if task.cancelled():
+        fut.set_exception(_LeaderGone())  # the loop is shutting down: followers try again
+    elif (exc := task.exception()) is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(task.result())
+        return
+    fut.exception()  # retrieved: there may be no one left to read it
+
+
 class AsyncDriver:
     """Runs flows on the running event loop, whichever it is.
 
@@ -166,7 +194,8 @@ class AsyncDriver:
     authenticator keeps working when an app is later served from another loop (every test
     client starts its own) and nothing stays bound to a dead loop. As in `SyncDriver`, a
     finished call stays registered until its leader's flow has taken the result in. A
-    cancelled leader (its client went away) cancels nobody else: followers try again.
+    cancelled leader (its client went away) cancels only itself: the call runs on as a
+    task of its own, to its time-out at most, and its followers get its result.
     """
 
     def __init__(self) -> None:
@@ -192,6 +221,8 @@ class AsyncDriver:
             if exc is not None:
                 raise exc
             return fut.result()
+        if not effect.start:
+            return NO_FLIGHT
         fut = loop.create_future()
         self._flights[key] = fut
 
@@ -199,19 +230,20 @@ class AsyncDriver:
             if self._flights.get(key) is fut:
                 self._flights.pop(key, None)
 
-        releases.append(release)
+        # The I/O is a task of its own: a leader that is cancelled (its client went away)
+        # takes only itself away. The call goes on, bounded by its time-out, for those
+        # waiting on it, and stays registered until done, so nobody starts it again.
+        task = loop.create_task(asyncio.wait_for(effect.async_(), effect.timeout))
+        task.add_done_callback(functools.partial(_settle, fut))
         try:
-            result = await asyncio.wait_for(effect.async_(), effect.timeout)
-        except Exception as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: there may be no follower to read it
+            result = await asyncio.shield(fut)
+        except Exception:
+            releases.append(release)
             raise
         except BaseException:
-            fut.set_exception(_LeaderGone())
-            fut.exception()
-            release()
+            fut.add_done_callback(lambda _: release())
             raise
-        fut.set_result(result)
+        releases.append(release)
         return result
 
     async def run(self, flow: Flow[T]) -> T:

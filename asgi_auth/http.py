@@ -1,18 +1,19 @@
 """Bounded HTTP for the core's effects: JWKS, discovery, introspection.
 
-The sync side shares one `httpx.Client` (thread-safe). The async side opens a short-lived
-`httpx.AsyncClient` per request with a shared TLS context: fetches are rare (cache
-misses), and nothing is bound to an event loop that may be gone by the next fetch.
+Each request opens a short-lived `httpx.AsyncClient` with a shared TLS context: fetches
+are rare (cache misses), and nothing is bound to an event loop that may be gone by the
+next fetch. Sync callers run it on a private loop, so one deadline bounds the whole
+exchange on both sides.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import ssl
-import threading
-import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -56,26 +57,16 @@ def _default_tls() -> ssl.SSLContext:
 
 
 class HTTP:
-    """GET/POST with a time-out and a size cap, sync and async."""
+    """GET/POST with a time-out over the whole exchange and a size cap, sync and async."""
 
     def __init__(self, *, timeout: float = 5.0, verify: ssl.SSLContext | bool = True) -> None:
         self.timeout = timeout
         self._verify_arg = verify
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
 
     def _tls(self) -> ssl.SSLContext | bool:
         # One default context per process, made when a client first needs it: loading
         # the CA store costs ~40 ms and ~0.75 MiB, which static-key JWTAuths never use.
         return _default_tls() if self._verify_arg is True else self._verify_arg
-
-    def _sync_client(self) -> httpx.Client:
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(
-                    timeout=self.timeout, verify=self._tls(), follow_redirects=False
-                )
-            return self._client
 
     @staticmethod
     def _result(resp: httpx.Response, body: bytes) -> HTTPResult:
@@ -89,20 +80,23 @@ class HTTP:
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
     ) -> HTTPResult:
-        # httpx's time-outs bound each connect, read and write, not the whole exchange: a
-        # server that sends a byte now and then would hold this thread for as long as it
-        # likes. The deadline bounds it (to about twice the time-out: one read may still
-        # be waiting when it passes). The async side is bounded by the driver instead.
-        deadline = time.monotonic() + self.timeout
-        with self._sync_client().stream(method, url, headers=headers, data=data) as resp:
-            body = b""
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > MAX_BODY:
-                    raise FetchError("response too large")
-                if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout("response took longer than the time-out")
-            return self._result(resp, body)
+        """`arequest`, from sync code: bounded by `timeout` as a whole.
+
+        httpx's sync time-outs bound each connect, read and write, not the exchange: a
+        server that sends its headers or body a byte at a time would hold the thread as
+        long as it liked. So the request runs on a private event loop, where the deadline
+        can cancel it mid-read and close its connection. Fetches are cache misses (a JWKS
+        refresh, an introspection), so the loop's ~0.3 ms does not count."""
+        call = asyncio.wait_for(
+            self.arequest(method, url, headers=headers, data=data), self.timeout
+        )
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(call)
+        # Sync code called from a thread that runs a loop: leave that loop alone.
+        with ThreadPoolExecutor(1, thread_name_prefix="authgate-fetch") as pool:
+            return pool.submit(asyncio.run, call).result()
 
     async def arequest(
         self,
@@ -124,9 +118,3 @@ class HTTP:
                 if len(body) > MAX_BODY:
                     raise FetchError("response too large")
             return self._result(resp, body)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None

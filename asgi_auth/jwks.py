@@ -104,8 +104,9 @@ class KeySet:
     generation: int = 0
     #: The last fetch failed: the keys held may lack the issuer's newest.
     failing: bool = False
-    #: When the fetch in flight began (-inf: none). A request with an unknown `kid` joins
-    #: that fetch rather than being refused by the refetch rate limit while it runs.
+    #: When the fetch in flight began (-inf: none), set and cleared by the request that
+    #: may start it. A request with an unknown `kid` joins that fetch (never starts one)
+    #: rather than being refused by the refetch rate limit while it runs.
     fetching_since: float = float("-inf")
     #: Before this time no refresh is due and no key is due to expire, so a lookup
     #: needs no bookkeeping (see `JWTAuth.flow`). Only ever moved by the methods below.
@@ -116,6 +117,7 @@ class KeySet:
     # Held only while a fetched answer is merged, never across I/O: WSGI threads that
     # shared one fetch must merge it once, or a replaced key could stay in use.
     _merge: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _merged: HTTPResult | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, keys: Iterable[VerifyKey], clock: Callable[[], float]) -> KeySet:
@@ -149,6 +151,11 @@ class KeySet:
         it fetched leaves no trace, so the mark expires)."""
         return now - self.fetching_since < timeout
 
+    def unmark(self, mark: float | None) -> None:
+        """End the fetch that began at `mark`, if it is still the one marked."""
+        if mark is not None and self.fetching_since == mark:
+            self.fetching_since = float("-inf")
+
     def may_refetch_for_unknown_kid(self, now: float) -> bool:
         return (
             not self.static
@@ -158,15 +165,15 @@ class KeySet:
 
     # -- results ---------------------------------------------------------------------------
 
-    def update(self, result: HTTPResult, now: float, generation: int | None = None) -> None:
+    def update(self, result: HTTPResult, now: float) -> None:
         """Merge a fetched JWKS; raises JWKSError (keeping the current keys) on garbage.
 
-        Requests that shared one fetch all receive its answer: with the `generation` they
-        saw before fetching, only the first merges it, the others return."""
+        Requests that shared one fetch all receive that same answer: the first to get
+        here merges it (or raises), the others return."""
         with self._merge:
-            if generation is not None and generation != self.generation:
+            if result is self._merged:
                 return
-            self.fetching_since = float("-inf")
+            self._merged = result
             if result.status != 200:
                 raise JWKSError(f"JWKS answered {result.status}")
             fresh = parse_jwks(result.content)
@@ -198,7 +205,6 @@ class KeySet:
             self._settle()
 
     def failed(self, now: float) -> None:
-        self.fetching_since = float("-inf")
         self.last_failure = now
         self.failing = True
 

@@ -19,7 +19,7 @@ from .cache import HitCache
 from .discovery import Metadata, get
 from .dpop import DPoPVerifier, dpop_setup
 from .errors import AuthError, Challenge, InvalidRequest, ServiceUnavailable
-from .flow import BUSY, EffectFailed, Flow
+from .flow import BUSY, NO_FLIGHT, EffectFailed, Flow
 from .http import HTTP, require_secure_url
 from .identity import Identity, build_identity
 from .jose import (
@@ -329,6 +329,7 @@ class JWTAuth:
         generation = keyset.generation
         due = keyset.due(now)
         known = keyset.knows(kid)
+        join_only = False
         if not due and not known:
             if keyset.may_refetch_for_unknown_kid(now):
                 keyset.last_unknown_refetch = now
@@ -336,20 +337,23 @@ class JWTAuth:
             elif keyset.fetching(now, self.timeout):
                 # The fetch in flight (say, started by a rotation's first token) may bring
                 # this kid: wait for it, as the first token does, rather than refuse it.
-                due = True
+                # Only wait: if it is gone, this is no reason to start another.
+                due = join_only = True
         if due:
             # Only a request that cannot go on without the answer waits for it; the others
             # keep verifying with the keys held (stale ones up to max_stale) meanwhile.
-            yield from self._refresh(now, generation, wait=not known or not keyset.usable(now))
+            wait = not known or not keyset.usable(now)
+            yield from self._refresh(now, generation, wait=wait, start=not join_only)
             now = self._clock()
         if not keyset.usable(now):
             raise ServiceUnavailable("signing keys unavailable", reason="jwks_unavailable")
         keyset.expire_missing(now)
         keys = keyset.find(kid, alg)
         if not keys:
-            if keyset.failing:
-                # The issuer failed us since its last good answer: the key may well be a
-                # new one we could not fetch. A 401 would make clients drop a good token.
+            if keyset.failing or (join_only and keyset.generation == generation):
+                # The issuer failed us since its last good answer, or the fetch this token
+                # waited for never answered (its thread was stopped): the key may well be
+                # a new one we could not fetch. A 401 would make clients drop a good token.
                 raise ServiceUnavailable("signing keys unavailable", reason="jwks_unavailable")
             raise TokenError("unknown signing key", reason="unknown_kid")
         return keys
@@ -470,7 +474,7 @@ class JWTAuth:
 
     # -- keys ------------------------------------------------------------------------------
 
-    def _refresh(self, now: float, generation: int, *, wait: bool) -> Flow[None]:
+    def _refresh(self, now: float, generation: int, *, wait: bool, start: bool) -> Flow[None]:
         """Fetch the JWKS (discovering its URL first if needed) and merge it. Failures are
         logged and remembered; the current keys stay in use (stale-if-error)."""
         keyset = self._keys
@@ -481,13 +485,21 @@ class JWTAuth:
                 uri = yield from self._metadata.endpoint("jwks_uri")
             if keyset.generation != generation:
                 return  # another request refreshed the keys while this one waited
-            if not keyset.fetching(now, self.timeout):
-                keyset.fetching_since = now
-            result = yield get(self._http, uri, self.timeout, join=wait)
-            if result is BUSY:
-                return  # another request is fetching; this one goes on with the keys held
-            # Requests that shared the fetch all get its answer; the first one merges it.
-            keyset.update(result, self._clock(), generation)
+            mark = None
+            if start and not keyset.fetching(now, self.timeout):
+                keyset.fetching_since = mark = self._clock()
+            # Unmarked once answered or failed; not when this request is cancelled (the
+            # close of this generator): the fetch runs on for the others waiting on it
+            # (see `AsyncDriver`), so the mark stays, and expires with its time-out.
+            try:
+                result = yield get(self._http, uri, self.timeout, join=wait, start=start)
+            except EffectFailed:
+                keyset.unmark(mark)
+                raise
+            keyset.unmark(mark)
+            if result is BUSY or result is NO_FLIGHT:
+                return  # another request is fetching, or nothing was: go on with the keys held
+            keyset.update(result, self._clock())
         except (EffectFailed, JWKSError, ServiceUnavailable) as exc:
             keyset.failed(self._clock())
             log.warning(

@@ -63,7 +63,7 @@ class IdP:
 
     def __init__(self) -> None:
         self.keys: dict[str | None, tuple[Any, str]] = {}
-        self.mode = "ok"  # ok | 500 | garbage | notjwks | stall | drip
+        self.mode = "ok"  # ok | 500 | garbage | notjwks | stall | drip | drip-headers
         #: A path part of the issuer ("/tenant"), for discovery of an issuer with a path.
         self.issuer_path = ""
         self.discovery = "oidc"  # oidc | rfc8414 | none | wrong-issuer | nested
@@ -74,6 +74,8 @@ class IdP:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.hidden: set[str | None] = set()
+        #: A dripped answer was cut short by the client hanging up.
+        self.drip_cut = False
         #: JWKs served after those of `keys` as they are (kid-less keys, `use`, `alg`).
         self.extra_jwks: list[dict[str, Any]] = []
         self.clock: Callable[[], float] = time.time
@@ -160,6 +162,20 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                     return  # the test is over
                 self.wfile.write(body[i : i + 16])
                 self.wfile.flush()
+
+        def _drip_headers(self, body: bytes) -> None:
+            # The status line, then a header one byte every 50 ms for about 2 s. A client
+            # that gives up closes the connection: `drip_cut` tells it was cut short.
+            self.close_connection = True
+            try:
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: ")
+                for _ in range(40):
+                    if idp.stall_event.wait(0.05):
+                        return
+                    self.wfile.write(b"a")
+                self.wfile.write(b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            except OSError:  # the client hung up
+                idp.drip_cut = True
 
         def _client_auth(self, form: dict[str, str]) -> tuple[str | None, str | None]:
             import base64
@@ -286,6 +302,8 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                     return self._send(200, b"[" * 100_000 + b"]" * 100_000)
                 if mode == "drip":
                     return self._drip(json.dumps(idp.jwks()).encode())
+                if mode == "drip-headers":
+                    return self._drip_headers(json.dumps(idp.jwks()).encode())
                 if mode == "notjwks":
                     return self._send(200, b'{"keys": [{"kty": "RSA", "n": "AQAB"}]}')
                 return self._send(200, json.dumps(idp.jwks()).encode())

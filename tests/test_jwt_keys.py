@@ -115,7 +115,8 @@ def test_a_new_kid_arriving_during_its_refetch_waits_for_it(idp: IdP, clock: Clo
     effect = next(first)
     joined = next(second)  # before the fix: TokenError "unknown signing key"
     assert isinstance(joined, Effect)
-    assert joined.key == effect.key and joined.join
+    # It waits for that fetch, and never starts one: the refetch limit still holds.
+    assert joined.key == effect.key and joined.join and not joined.start
     generation = auth._keys.generation
     answer = effect.sync()  # the one real fetch, as the driver would share it
     assert finish(first, answer).subject == "user-1"
@@ -180,6 +181,69 @@ def test_20_wsgi_threads_with_a_rotated_kid_cause_one_refetch(idp: IdP) -> None:
         t.join(timeout=60)
     assert results == ["200 OK user-1"] * 20
     assert idp.fetches == 2
+
+
+def test_a_cancelled_request_neither_aborts_its_fetch_nor_lets_others_start_one(
+    idp: IdP,
+) -> None:
+    # The first token with a new kid starts the refetch; its client goes away. The fetch
+    # runs on for the tokens waiting on it, and tokens with other unknown kids wait for it
+    # too (then get 401) instead of each starting a fetch of their own.
+    import secrets
+
+    from asgi_auth.flow import AsyncDriver
+
+    idp.add_key("ES256", "old")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    driver = AsyncDriver()
+    claims = {"iss": idp.issuer, "aud": "api", "sub": "x", "exp": int(time.time()) + 600}
+    stranger = new_key("ES256")
+
+    async def outcome(token: str) -> str:
+        try:
+            return (await driver.run(auth.flow(token, REQ))).subject
+        except AuthError as err:
+            return f"{err.status} {err.reason}"
+
+    async def main() -> tuple[list[str], list[str]]:
+        assert await outcome(idp.token("old")) == "user-1"
+        idp.add_key("ES256", "new")
+        idp.mode = "stall"
+        first = asyncio.create_task(outcome(idp.token("new", jti="first")))
+        await asyncio.to_thread(wait_until, lambda: idp.fetches == 2, "the refetch")
+        waiting = [asyncio.create_task(outcome(idp.token("new", jti=str(i)))) for i in range(5)]
+        await asyncio.sleep(0.05)  # they reach the driver and wait on the fetch
+        first.cancel()
+        kids = [secrets.token_hex(8) for _ in range(20)]
+        tokens = [mint(stranger, claims, alg="ES256", kid=kid) for kid in kids]
+        unknown = [asyncio.create_task(outcome(t)) for t in tokens]
+        await asyncio.sleep(0.05)
+        idp.stall_event.set()
+        return list(await asyncio.gather(*waiting)), list(await asyncio.gather(*unknown))
+
+    waited, strangers = asyncio.run(main())
+    assert waited == ["user-1"] * 5
+    assert strangers == ["401 unknown_kid"] * 20
+    assert idp.fetches == 2
+
+
+def test_every_distinct_answer_is_merged(idp: IdP, clock: Clock) -> None:
+    # Requests that shared one fetch merge its answer once; a different answer (a later
+    # fetch) is merged even if another answer was merged in between.
+    idp.add_key("ES256", "old")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, clock=clock)
+    check(auth, idp.token("old"))
+    clock.advance(301)  # a refresh is due
+    refresh = auth.flow(idp.token("old", jti="a"), REQ)
+    fetch = next(refresh)
+    idp.add_key("ES256", "new")
+    newcomer = auth.flow(idp.token("new"), REQ)
+    assert next(newcomer).join  # it must wait: its kid is unknown
+    idp.hidden = {"new"}
+    older = fetch.sync()  # the refresh's answer predates the new key
+    idp.hidden = set()
+    assert finish(refresh, older).subject == "user-1"
+    assert finish(newcomer, fetch.sync()).subject == "user-1"  # a later, different answer
 
 
 # -- stale keys serve while one request refreshes ---------------------------------------
@@ -251,6 +315,23 @@ def test_an_issuer_dripping_its_answer_is_cut_off_by_the_deadline(idp: IdP) -> N
 
     r = asyncio.run(main())
     assert r.status_code == 503 and r.headers["retry-after"]
+
+
+def test_an_issuer_dripping_its_headers_is_cut_off_by_the_deadline(idp: IdP) -> None:
+    from wsgi_auth import AuthMiddleware as WSGIAuth
+
+    idp.add_key("ES256")
+    idp.mode = "drip-headers"
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, timeout=0.3)
+    status: list[str] = []
+    app = WSGIAuth(_wsgi_app, authenticators=[auth])
+    body = b"".join(app(_environ(idp.token()), lambda s, h, *a: status.append(s)))
+    assert status == ["503 Service Unavailable"], body
+    # Given up at the deadline, mid-headers: the issuer could not finish its answer.
+    wait_until(lambda: idp.drip_cut, "the issuer to see the fetch abandoned")
+    idp.mode = "ok"
+    later = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, timeout=0.3)
+    assert check(later, idp.token(jti="later")).subject == "user-1"
 
 
 def test_a_stalled_issuer_under_asgi_is_503(idp: IdP) -> None:
