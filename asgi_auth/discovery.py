@@ -27,7 +27,15 @@ def discovery_urls(issuer: str) -> list[str]:
     return [base + "/.well-known/openid-configuration", rfc8414]
 
 
-def get(http: HTTP, url: str, timeout: float, *, join: bool = True, start: bool = True) -> Effect:
+def get(
+    http: HTTP,
+    url: str,
+    timeout: float,
+    *,
+    join: bool = True,
+    start: bool = True,
+    settle: Callable[[Any, BaseException | None], None] | None = None,
+) -> Effect:
     """The effect of a JSON GET, shared by every caller of the same URL."""
     return Effect(
         key=("GET", url),
@@ -36,6 +44,7 @@ def get(http: HTTP, url: str, timeout: float, *, join: bool = True, start: bool 
         timeout=timeout,
         join=join,
         start=start,
+        settle=settle,
     )
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Generator, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from .errors import ServiceUnavailable
+
+log = logging.getLogger("asgi_auth")
 
 T = TypeVar("T")
 
@@ -41,6 +44,10 @@ class Effect:
     #: False to only join the same effect in flight: with none, the driver answers
     #: `NO_FLIGHT` at once instead of performing it (a wait that must not become a fetch).
     start: bool = True
+    #: Called once by the driver that performed the effect, with `(result, None)` or
+    #: `(None, error)`, before anyone waiting is told: state the I/O feeds (a key set) is
+    #: updated even when the request that asked for it is gone. It must not raise.
+    settle: Callable[[Any, BaseException | None], None] | None = field(default=None, repr=False)
 
 
 class _Busy:
@@ -84,8 +91,17 @@ class _Flight:
         self.error: BaseException | None = None
 
 
-class _LeaderGone(Exception):
-    """The request doing a shared lookup was cancelled; its followers try again."""
+class LeaderGone(Exception):
+    """The call was abandoned before it answered (its thread was stopped, or its event
+    loop is shutting down); those waiting on it try again."""
+
+
+def _settle_effect(effect: Effect, result: Any, error: BaseException | None) -> None:
+    if effect.settle is not None:
+        try:
+            effect.settle(result, error)
+        except Exception:  # a bug, not a request's fault: the request carries on
+            log.exception("an effect's settle hook failed")
 
 
 Release = Callable[[], None]
@@ -121,7 +137,7 @@ class SyncDriver:
                     return BUSY
                 if not flight.done.wait(effect.timeout):
                     raise TimeoutError("single-flight wait timed out")
-            if isinstance(flight.error, _LeaderGone):
+            if isinstance(flight.error, LeaderGone):
                 continue
             if flight.error is not None:
                 raise flight.error
@@ -139,11 +155,15 @@ class SyncDriver:
             flight.result = effect.sync()
         except Exception as exc:
             flight.error = exc
+            _settle_effect(effect, None, exc)
             raise
         except BaseException:
-            flight.error = _LeaderGone()
+            flight.error = LeaderGone()
+            _settle_effect(effect, None, flight.error)
             release()
             raise
+        else:
+            _settle_effect(effect, flight.result, None)
         finally:
             flight.done.set()
         return flight.result
@@ -173,12 +193,25 @@ def _release(releases: list[Release]) -> None:
         releases.pop()()
 
 
+async def _call(effect: Effect) -> Any:
+    try:  # `async_()` is called in here: one that raises at once still settles its flight
+        result = await asyncio.wait_for(effect.async_(), effect.timeout)
+    except Exception as exc:
+        _settle_effect(effect, None, exc)
+        raise
+    except BaseException:
+        _settle_effect(effect, None, LeaderGone())
+        raise
+    _settle_effect(effect, result, None)
+    return result
+
+
 def _settle(fut: asyncio.Future[Any], task: asyncio.Task[Any]) -> None:
     """Hand a shared call's outcome to its future."""
     if fut.done():
         return
     if task.cancelled():
-        fut.set_exception(_LeaderGone())  # the loop is shutting down: followers try again
+        fut.set_exception(LeaderGone())  # the loop is shutting down: followers try again
     elif (exc := task.exception()) is not None:
         fut.set_exception(exc)
     else:
@@ -200,6 +233,8 @@ class AsyncDriver:
 
     def __init__(self) -> None:
         self._flights: dict[Hashable, asyncio.Future[Any]] = {}
+        # The loop holds tasks weakly; a call whose leader is gone must not be collected.
+        self._calls: set[asyncio.Task[Any]] = set()
 
     async def _perform(self, effect: Effect, releases: list[Release]) -> Any:
         loop = asyncio.get_running_loop()
@@ -213,10 +248,10 @@ class AsyncDriver:
                     return BUSY
                 try:
                     return await asyncio.wait_for(asyncio.shield(fut), effect.timeout)
-                except _LeaderGone:
+                except LeaderGone:
                     continue
             exc = fut.exception()
-            if isinstance(exc, _LeaderGone):
+            if isinstance(exc, LeaderGone):
                 continue
             if exc is not None:
                 raise exc
@@ -233,7 +268,9 @@ class AsyncDriver:
         # The I/O is a task of its own: a leader that is cancelled (its client went away)
         # takes only itself away. The call goes on, bounded by its time-out, for those
         # waiting on it, and stays registered until done, so nobody starts it again.
-        task = loop.create_task(asyncio.wait_for(effect.async_(), effect.timeout))
+        task = loop.create_task(_call(effect))
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
         task.add_done_callback(functools.partial(_settle, fut))
         try:
             result = await asyncio.shield(fut)

@@ -118,6 +118,7 @@ class KeySet:
     # shared one fetch must merge it once, or a replaced key could stay in use.
     _merge: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _merged: HTTPResult | None = field(default=None, repr=False, compare=False)
+    _merge_error: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, keys: Iterable[VerifyKey], clock: Callable[[], float]) -> KeySet:
@@ -168,15 +169,22 @@ class KeySet:
     def update(self, result: HTTPResult, now: float) -> None:
         """Merge a fetched JWKS; raises JWKSError (keeping the current keys) on garbage.
 
-        Requests that shared one fetch all receive that same answer: the first to get
-        here merges it (or raises), the others return."""
+        One fetch's answer reaches the driver's settle hook and every request that
+        shared it: the first to get here merges it, the others return (or raise as it
+        did)."""
         with self._merge:
             if result is self._merged:
+                if self._merge_error is not None:
+                    raise JWKSError(self._merge_error)
                 return
-            self._merged = result
-            if result.status != 200:
-                raise JWKSError(f"JWKS answered {result.status}")
-            fresh = parse_jwks(result.content)
+            self._merged, self._merge_error = result, None
+            try:
+                if result.status != 200:
+                    raise JWKSError(f"JWKS answered {result.status}")
+                fresh = parse_jwks(result.content)
+            except JWKSError as exc:
+                self._merge_error = str(exc)
+                raise
             # Copy on write: readers on other threads always see a whole dict.
             entries = dict(self._entries)
             for ident, key in fresh.items():

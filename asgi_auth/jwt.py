@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -19,7 +20,7 @@ from .cache import HitCache
 from .discovery import Metadata, get
 from .dpop import DPoPVerifier, dpop_setup
 from .errors import AuthError, Challenge, InvalidRequest, ServiceUnavailable
-from .flow import BUSY, NO_FLIGHT, EffectFailed, Flow
+from .flow import BUSY, NO_FLIGHT, EffectFailed, Flow, LeaderGone
 from .http import HTTP, require_secure_url
 from .identity import Identity, build_identity
 from .jose import (
@@ -474,6 +475,22 @@ class JWTAuth:
 
     # -- keys ------------------------------------------------------------------------------
 
+    def _settled(self, mark: float | None, result: Any, error: BaseException | None) -> None:
+        """A JWKS fetch's outcome, from the driver that performed it, once: merged or
+        noted as failed even when no request is left to take it in (its client went
+        away), so the answer is not lost and the fetch is no longer marked in flight."""
+        keyset = self._keys
+        now = self._clock()
+        try:
+            if error is None:
+                keyset.update(result, now)
+            elif not isinstance(error, LeaderGone):
+                keyset.failed(now)
+        except JWKSError:
+            keyset.failed(now)
+        finally:
+            keyset.unmark(mark)
+
     def _refresh(self, now: float, generation: int, *, wait: bool, start: bool) -> Flow[None]:
         """Fetch the JWKS (discovering its URL first if needed) and merge it. Failures are
         logged and remembered; the current keys stay in use (stale-if-error)."""
@@ -491,15 +508,24 @@ class JWTAuth:
             # Unmarked once answered or failed; not when this request is cancelled (the
             # close of this generator): the fetch runs on for the others waiting on it
             # (see `AsyncDriver`), so the mark stays, and expires with its time-out.
+            settle = partial(self._settled, mark)
             try:
-                result = yield get(self._http, uri, self.timeout, join=wait, start=start)
+                result = yield get(
+                    self._http, uri, self.timeout, join=wait, start=start, settle=settle
+                )
             except EffectFailed:
                 keyset.unmark(mark)
                 raise
             keyset.unmark(mark)
+            if result is NO_FLIGHT and keyset.generation == generation and not keyset.failing:
+                # The fetch marked in flight is one this driver cannot join (another event
+                # loop's or middleware's): fetch here, once; later tokens here join this.
+                result = yield get(
+                    self._http, uri, self.timeout, settle=partial(self._settled, None)
+                )
             if result is BUSY or result is NO_FLIGHT:
                 return  # another request is fetching, or nothing was: go on with the keys held
-            keyset.update(result, self._clock())
+            keyset.update(result, self._clock())  # as a rule `_settled` has merged it
         except (EffectFailed, JWKSError, ServiceUnavailable) as exc:
             keyset.failed(self._clock())
             log.warning(

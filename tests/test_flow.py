@@ -595,3 +595,98 @@ def test_flow_closed_when_the_task_is_cancelled() -> None:
     asyncio.run(main())
     assert probe.closed == 1
     assert probe.seen == []  # a cancellation is not turned into an EffectFailed
+
+
+# -- start=False, settle hooks, a leader that goes away --------------------------------
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_an_effect_that_may_not_start_is_answered_no_flight(kind: str) -> None:
+    from asgi_auth.flow import NO_FLIGHT
+
+    calls: list[str] = []
+    quiet = Effect(key="k", sync=lambda: calls.append("x"), async_=_never, start=False)
+    probe = Probe()
+    assert _run(kind, probe.flow(quiet)) is NO_FLIGHT
+    assert calls == []
+
+
+async def _never() -> Any:
+    raise AssertionError("an effect that may not start was performed")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_settle_hears_every_outcome_once_before_anyone_waiting(kind: str) -> None:
+    heard: list[tuple[Any, Any]] = []
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        heard.append((result, type(error).__name__ if error else None))
+
+    ok = Effect(key="a", sync=lambda: "v", async_=_value, settle=settle)
+    assert _run(kind, Probe().flow(ok)) == "v"
+    bad = Effect(key="b", sync=_raise, async_=_araise, settle=settle)
+    with pytest.raises(ServiceUnavailable):
+        _run(kind, Probe().flow(bad))
+    assert heard == [("v", None), (None, "ConnectionError")]
+
+
+async def _value() -> str:
+    return "v"
+
+
+async def _araise() -> str:
+    raise ConnectionError
+
+
+def test_an_async_effect_raising_before_it_awaits_leaves_no_flight() -> None:
+    # `async_` written as a plain function that fails at once (a closed pool, say): the
+    # flight must still be settled and released, or every later call would wait it out.
+    driver = AsyncDriver()
+
+    def broken() -> Any:
+        raise ConnectionError
+
+    probe = Probe()
+    for _ in range(3):
+        with pytest.raises(ServiceUnavailable):
+            asyncio.run(driver.run(probe.flow(effect(async_=broken))))
+        assert driver._flights == {}
+
+
+def test_a_cancelled_async_leader_leaves_its_call_to_those_waiting() -> None:
+    # The leader's client goes away mid-call: the call runs on, its follower gets the
+    # result, and the settle hook hears it although the leader's flow is closed.
+    driver = AsyncDriver()
+    heard: list[Any] = []
+
+    async def main() -> Any:
+        release = asyncio.Event()
+        started = asyncio.Event()
+
+        async def slow() -> str:
+            started.set()
+            await release.wait()
+            return "answer"
+
+        shared = Effect(
+            key="k",
+            sync=lambda: None,
+            async_=slow,
+            timeout=WAIT,
+            settle=lambda r, e: heard.append(r),
+        )
+        leader_probe, follower_probe = Probe(), Probe()
+        leader = asyncio.create_task(driver.run(leader_probe.flow(shared)))
+        await started.wait()
+        follower = asyncio.create_task(driver.run(follower_probe.flow(shared)))
+        await asyncio.sleep(0)
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        assert leader_probe.closed == 1
+        release.set()
+        return await follower
+
+    assert asyncio.run(main()) == "answer"
+    assert heard == ["answer"]
+    assert driver._flights == {}

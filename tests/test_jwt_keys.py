@@ -227,6 +227,63 @@ def test_a_cancelled_request_neither_aborts_its_fetch_nor_lets_others_start_one(
     assert idp.fetches == 2
 
 
+def test_the_answer_of_a_fetch_whose_request_went_away_is_kept(idp: IdP) -> None:
+    # Nobody waits on the refetch when its request is cancelled: its answer still lands in
+    # the key set, so the next token with that kid needs no fetch of its own.
+    from asgi_auth.flow import AsyncDriver
+
+    idp.add_key("ES256", "old")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    driver = AsyncDriver()
+
+    async def main() -> str:
+        await driver.run(auth.flow(idp.token("old"), REQ))
+        idp.add_key("ES256", "new")
+        idp.mode = "stall"
+        first = asyncio.create_task(driver.run(auth.flow(idp.token("new", jti="1"), REQ)))
+        await asyncio.to_thread(wait_until, lambda: idp.fetches == 2, "the refetch")
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        idp.stall_event.set()
+        later = idp.token("new", jti="2")
+        # No I/O needed once the orphaned answer is merged: `quick` verifies it.
+        await asyncio.to_thread(wait_until, lambda: auth.quick(later) is not None, "the merge")
+        return (await driver.run(auth.flow(later, REQ))).subject
+
+    assert asyncio.run(main()) == "user-1"
+    assert idp.fetches == 2
+
+
+def test_a_refetch_in_another_middleware_is_no_reason_to_refuse(idp: IdP) -> None:
+    # One JWTAuth behind two middlewares (two drivers): a token with the new kid arriving
+    # in one while the other's refetch runs cannot join it; it fetches once, not 503.
+    from asgi_auth.flow import AsyncDriver
+
+    idp.add_key("ES256", "old")
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    one, other = AsyncDriver(), AsyncDriver()
+
+    async def outcome(driver: AsyncDriver, token: str) -> str:
+        try:
+            return (await driver.run(auth.flow(token, REQ))).subject
+        except AuthError as err:
+            return f"{err.status} {err.reason}"
+
+    async def main() -> list[str]:
+        assert await outcome(one, idp.token("old")) == "user-1"
+        idp.add_key("ES256", "new")
+        idp.mode = "stall"
+        first = asyncio.create_task(outcome(one, idp.token("new", jti="1")))
+        await asyncio.to_thread(wait_until, lambda: idp.fetches == 2, "the refetch")
+        second = asyncio.create_task(outcome(other, idp.token("new", jti="2")))
+        await asyncio.to_thread(wait_until, lambda: idp.fetches == 3, "the second fetch")
+        idp.stall_event.set()
+        return [await first, await second]
+
+    assert asyncio.run(main()) == ["user-1", "user-1"]
+    assert idp.fetches == 3
+
+
 def test_every_distinct_answer_is_merged(idp: IdP, clock: Clock) -> None:
     # Requests that shared one fetch merge its answer once; a different answer (a later
     # fetch) is merged even if another answer was merged in between.
