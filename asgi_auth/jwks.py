@@ -118,7 +118,6 @@ class KeySet:
     # shared one fetch must merge it once, or a replaced key could stay in use.
     _merge: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
     _merged: HTTPResult | None = field(default=None, repr=False, compare=False)
-    _merge_error: str | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, keys: Iterable[VerifyKey], clock: Callable[[], float]) -> KeySet:
@@ -170,21 +169,14 @@ class KeySet:
         """Merge a fetched JWKS; raises JWKSError (keeping the current keys) on garbage.
 
         One fetch's answer reaches the driver's settle hook and every request that
-        shared it: the first to get here merges it, the others return (or raise as it
-        did)."""
+        shared it: the first to get here merges it (or raises), the others return."""
         with self._merge:
             if result is self._merged:
-                if self._merge_error is not None:
-                    raise JWKSError(self._merge_error)
                 return
-            self._merged, self._merge_error = result, None
-            try:
-                if result.status != 200:
-                    raise JWKSError(f"JWKS answered {result.status}")
-                fresh = parse_jwks(result.content)
-            except JWKSError as exc:
-                self._merge_error = str(exc)
-                raise
+            self._merged = result
+            if result.status != 200:
+                raise JWKSError(f"JWKS answered {result.status}")
+            fresh = parse_jwks(result.content)
             # Copy on write: readers on other threads always see a whole dict.
             entries = dict(self._entries)
             for ident, key in fresh.items():

@@ -477,63 +477,82 @@ class JWTAuth:
 
     def _settled(self, mark: float | None, result: Any, error: BaseException | None) -> None:
         """A JWKS fetch's outcome, from the driver that performed it, once: merged or
-        noted as failed even when no request is left to take it in (its client went
-        away), so the answer is not lost and the fetch is no longer marked in flight."""
+        noted as failed (and logged, once) even when no request is left to take it in
+        (its client went away), and the fetch no longer marked in flight."""
         keyset = self._keys
         now = self._clock()
-        try:
-            if error is None:
+        problem: object = None
+        if error is None:
+            try:
                 keyset.update(result, now)
-            elif not isinstance(error, LeaderGone):
-                keyset.failed(now)
-        except JWKSError:
+            except Exception as exc:  # JWKSError: an answer that cannot replace our keys
+                problem = exc
+        elif not isinstance(error, LeaderGone):  # abandoned is not failed
+            problem = type(error).__name__
+        if problem is not None:
             keyset.failed(now)
-        finally:
-            keyset.unmark(mark)
+            log.warning(
+                "JWKS refresh failed: iss=%s error=%s stale_keys=%s",
+                self.issuer,
+                problem,
+                keyset.usable(now),
+            )
+        keyset.unmark(mark)
 
     def _refresh(self, now: float, generation: int, *, wait: bool, start: bool) -> Flow[None]:
         """Fetch the JWKS (discovering its URL first if needed) and merge it. Failures are
         logged and remembered; the current keys stay in use (stale-if-error)."""
         keyset = self._keys
-        try:
-            uri = self._jwks_uri
-            if uri is None:
-                assert self._metadata is not None  # no static keys: discovery is set up
-                uri = yield from self._metadata.endpoint("jwks_uri")
-            if keyset.generation != generation:
-                return  # another request refreshed the keys while this one waited
-            mark = None
-            if start and not keyset.fetching(now, self.timeout):
-                keyset.fetching_since = mark = self._clock()
-            # Unmarked once answered or failed; not when this request is cancelled (the
-            # close of this generator): the fetch runs on for the others waiting on it
-            # (see `AsyncDriver`), so the mark stays, and expires with its time-out.
-            settle = partial(self._settled, mark)
+        uri = self._jwks_uri
+        if uri is None:
+            assert self._metadata is not None  # no static keys: discovery is set up
             try:
-                result = yield get(
-                    self._http, uri, self.timeout, join=wait, start=start, settle=settle
+                uri = yield from self._metadata.endpoint("jwks_uri")
+            except (EffectFailed, ServiceUnavailable) as exc:
+                keyset.failed(self._clock())
+                log.warning(
+                    "OpenID discovery failed: iss=%s error=%s stale_keys=%s",
+                    self.issuer,
+                    exc.reason,
+                    keyset.usable(now),
                 )
-            except EffectFailed:
-                keyset.unmark(mark)
-                raise
-            keyset.unmark(mark)
+                return
+        if keyset.generation != generation:
+            return  # another request refreshed the keys while this one waited
+        mark = None
+        if start and not keyset.fetching(now, self.timeout):
+            keyset.fetching_since = mark = self._clock()
+        result: Any = None
+        try:
+            result = yield get(
+                self._http,
+                uri,
+                self.timeout,
+                join=wait,
+                start=start,
+                settle=partial(self._settled, mark),
+            )
             if result is NO_FLIGHT and keyset.generation == generation and not keyset.failing:
                 # The fetch marked in flight is one this driver cannot join (another event
-                # loop's or middleware's): fetch here, once; later tokens here join this.
+                # loop's or middleware's): fetch here, once, marked as ours so that later
+                # tokens here join it rather than each fetching.
+                keyset.fetching_since = mark = self._clock()
                 result = yield get(
-                    self._http, uri, self.timeout, settle=partial(self._settled, None)
+                    self._http, uri, self.timeout, settle=partial(self._settled, mark)
                 )
-            if result is BUSY or result is NO_FLIGHT:
-                return  # another request is fetching, or nothing was: go on with the keys held
-            keyset.update(result, self._clock())  # as a rule `_settled` has merged it
-        except (EffectFailed, JWKSError, ServiceUnavailable) as exc:
-            keyset.failed(self._clock())
-            log.warning(
-                "JWKS refresh failed: iss=%s error=%s stale_keys=%s",
-                self.issuer,
-                getattr(exc, "reason", None) if not isinstance(exc, JWKSError) else exc,
-                keyset.usable(now),
-            )
+        except EffectFailed:
+            keyset.failed(self._clock())  # the fetch's own failure was logged by `_settled`
+            result = None
+        # Unmarked once answered or failed; not when this request is cancelled (the close
+        # of this generator): the fetch runs on for the others waiting on it (see
+        # `AsyncDriver`), and `_settled` unmarks it then.
+        keyset.unmark(mark)
+        if result is None or result is BUSY or result is NO_FLIGHT:
+            return  # failed, or another request is fetching, or nothing was: keys held
+        try:
+            keyset.update(result, self._clock())  # as a rule `_settled` merged it already
+        except JWKSError:
+            keyset.failed(self._clock())  # driven without a driver (no settle hook)
 
 
 __all__ = ["JWTAuth", "VerifyKey"]

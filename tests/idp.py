@@ -63,7 +63,8 @@ class IdP:
 
     def __init__(self) -> None:
         self.keys: dict[str | None, tuple[Any, str]] = {}
-        self.mode = "ok"  # ok | 500 | garbage | notjwks | stall | drip | drip-headers
+        # ok | 500 | garbage | notjwks | stall | stall500 | drip | drip-headers
+        self.mode = "ok"
         #: A path part of the issuer ("/tenant"), for discovery of an issuer with a path.
         self.issuer_path = ""
         self.discovery = "oidc"  # oidc | rfc8414 | none | wrong-issuer | nested
@@ -74,8 +75,8 @@ class IdP:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.hidden: set[str | None] = set()
-        #: A dripped answer was cut short by the client hanging up.
-        self.drip_cut = False
+        #: A header drip ran its whole course: nobody released it first.
+        self.drip_capped = False
         #: JWKs served after those of `keys` as they are (kid-less keys, `use`, `alg`).
         self.extra_jwks: list[dict[str, Any]] = []
         self.clock: Callable[[], float] = time.time
@@ -164,18 +165,19 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
 
         def _drip_headers(self, body: bytes) -> None:
-            # The status line, then a header one byte every 50 ms for about 2 s. A client
-            # that gives up closes the connection: `drip_cut` tells it was cut short.
+            # The status line, then a header one byte every 50 ms until the test releases
+            # it (`stall_event`) or 20 s have passed: `drip_capped` tells which.
             self.close_connection = True
             try:
                 self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Pad: ")
-                for _ in range(40):
+                for _ in range(400):
                     if idp.stall_event.wait(0.05):
                         return
                     self.wfile.write(b"a")
+                idp.drip_capped = True
                 self.wfile.write(b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             except OSError:  # the client hung up
-                idp.drip_cut = True
+                pass
 
         def _client_auth(self, form: dict[str, str]) -> tuple[str | None, str | None]:
             import base64
@@ -294,6 +296,9 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 if mode == "stall":
                     idp.stall_event.wait(10)
                     return self._send(200, json.dumps(idp.jwks()).encode())
+                if mode == "stall500":
+                    idp.stall_event.wait(10)
+                    return self._send(500, b"oops", "text/plain")
                 if mode == "500":
                     return self._send(500, b"oops", "text/plain")
                 if mode == "garbage":
