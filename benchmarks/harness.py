@@ -449,17 +449,24 @@ def noise(rows: Sequence[Result]) -> list[str]:
 
 
 def cpu_model() -> str:
-    """The CPU's model name, or "" where the OS does not say. Figures are comparable only
-    on one CPU: the same code has met and missed a target on two models of one VM kind."""
+    """The CPU's model name, with family and model numbers (a VM may show only a generic
+    name), or "" where the OS does not say. Figures are comparable only on one CPU: the
+    same code has met and missed a target on two CPUs of one VM kind."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
                 name, _, value = line.partition(":")
-                if name.strip() == "model name":
-                    return value.strip()
+                name = name.strip()
+                if not name:
+                    break  # the first processor is enough
+                fields.setdefault(name, value.strip())
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor()
+    model = fields.get("model name", "")
+    if "cpu family" in fields and "model" in fields:
+        model += f" (family {fields['cpu family']}, model {fields['model']})"
+    return model
 
 
 def machine() -> dict[str, Any]:

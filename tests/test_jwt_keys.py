@@ -729,3 +729,24 @@ def test_a_503_names_no_key_and_no_token(idp: IdP) -> None:
     err = refused(auth, token)
     assert isinstance(err, ServiceUnavailable)
     assert token not in repr(err) and token.split(".")[2] not in str(err.context)
+
+
+def test_a_forked_worker_fetches_with_its_own_client_and_threads(idp: IdP) -> None:
+    # gunicorn --preload: the master may have fetched before forking its workers. A worker
+    # must not use the master's pooled sockets or its (absent) fetch threads.
+    import os
+
+    from asgi_auth.http import HTTP
+
+    http = HTTP(timeout=5)
+    assert http.request("GET", idp.jwks_uri).status == 200  # pool and threads made here
+    pid = os.fork()
+    if pid == 0:  # the worker
+        code = 1
+        try:
+            code = 0 if http.request("GET", idp.jwks_uri).status == 200 else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert idp.fetches == 2
