@@ -1,7 +1,7 @@
 """Bounded HTTP for the core's effects: JWKS, discovery, introspection.
 
-The sync side shares one `httpx.Client` (thread-safe, keep-alive), run on a few fetch
-threads so that a request waits `timeout` at most whatever the server does. The async
+The sync side shares one `httpx.Client` (thread-safe, keep-alive), run on fetch threads
+so that a request waits `timeout` at most whatever the server does. The async
 side opens a short-lived `httpx.AsyncClient` per request with a shared TLS context,
 bounded as a whole by the driver: fetches are rare (cache misses), and nothing is bound
 to an event loop that may be gone by the next fetch.
@@ -16,7 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -24,8 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 
 MAX_BODY = 1 << 20  # JWKS and discovery documents are a few KiB; refuse to buffer more
-#: Fetch threads per `HTTP`: fetches are cache misses, single-flight per URL; a few can
-#: be held by stalling servers while the others serve.
+#: Fetch threads per `HTTP` at once: fetches are cache misses, single-flight per URL.
 _FETCHERS = 8
 
 
@@ -70,7 +69,7 @@ class HTTP:
         self.timeout = timeout
         self._verify_arg = verify
         self._client: httpx.Client | None = None
-        self._fetchers: ThreadPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(_FETCHERS)
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -79,10 +78,12 @@ class HTTP:
         # the CA store costs ~40 ms and ~0.75 MiB, which static-key JWTAuths never use.
         return _default_tls() if self._verify_arg is True else self._verify_arg
 
-    def _sync(self) -> tuple[httpx.Client, ThreadPoolExecutor]:
+    def _sync_client(self) -> httpx.Client:
         with self._lock:
-            if self._client is None or self._fetchers is None or self._pid != os.getpid():
-                # New in a forked worker too: pooled sockets and threads are the parent's.
+            if self._client is None or self._pid != os.getpid():
+                if self._pid != os.getpid():  # a forked worker: the parent's sockets, slots
+                    self._slots = threading.BoundedSemaphore(_FETCHERS)
+                    self._pid = os.getpid()
                 self._client = httpx.Client(
                     timeout=self.timeout,
                     verify=self._tls(),
@@ -91,9 +92,13 @@ class HTTP:
                     # connection is rarely one the server is closing.
                     limits=httpx.Limits(keepalive_expiry=2.0),
                 )
-                self._fetchers = ThreadPoolExecutor(_FETCHERS, thread_name_prefix="authgate-fetch")
-                self._pid = os.getpid()
-            return self._client, self._fetchers
+            return self._client
+
+    def _drop(self, client: httpx.Client) -> None:
+        with self._lock:
+            if self._client is client:
+                self._client = None
+        client.close()
 
     @staticmethod
     def _result(resp: httpx.Response, body: bytes) -> HTTPResult:
@@ -107,18 +112,35 @@ class HTTP:
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
     ) -> HTTPResult:
-        """The sync side: the exchange runs on a small pool of fetch threads, and the
-        caller waits `timeout` for it at most. httpx's time-outs bound each connect, read
-        and write, not the exchange (nor name lookup): a server sending its headers a byte
-        at a time would otherwise hold a request thread as long as it liked. It can hold
-        a fetch thread instead, one of a few, while requests get their 503 on time."""
-        client, fetchers = self._sync()
+        """The sync side: the exchange runs on a fetch thread (a daemon, one of a few) and
+        the caller waits `timeout` for it at most. httpx's time-outs bound each connect,
+        read and write, not the exchange (nor name lookup): a server sending its headers
+        a byte at a time would otherwise hold a request thread as long as it liked."""
         deadline = time.monotonic() + self.timeout
-        job = fetchers.submit(self._fetch, client, method, url, headers, data, deadline)
+        client = self._sync_client()
+        slots = self._slots
+        if not slots.acquire(timeout=self.timeout):
+            raise TimeoutError("every fetch thread is busy")
+        job: Future[HTTPResult] = Future()
+
+        def run() -> None:
+            try:
+                if job.set_running_or_notify_cancel():
+                    try:
+                        job.set_result(self._fetch(client, method, url, headers, data, deadline))
+                    except BaseException as exc:
+                        job.set_exception(exc)
+            finally:
+                slots.release()
+
+        threading.Thread(target=run, name="authgate-fetch", daemon=True).start()
         try:
-            return job.result(self.timeout)
+            return job.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
             job.cancel()
+            # The only handle on a stalled exchange is its socket: closing the client's
+            # frees the fetch thread at once (the next fetch opens a new client).
+            self._drop(client)
             raise TimeoutError(f"no answer within {self.timeout} s") from None
 
     def _fetch(
@@ -130,8 +152,6 @@ class HTTP:
         data: Mapping[str, str] | None,
         deadline: float,
     ) -> HTTPResult:
-        if time.monotonic() > deadline:  # waited for a fetch thread past the deadline
-            raise TimeoutError("no fetch thread in time")
         with client.stream(method, url, headers=headers, data=data) as resp:
             body = b""
             for chunk in resp.iter_bytes():
@@ -139,7 +159,7 @@ class HTTP:
                 if len(body) > MAX_BODY:
                     raise FetchError("response too large")
                 if time.monotonic() > deadline:
-                    raise FetchError("response too slow")  # frees this thread
+                    raise FetchError("response too slow")
             return self._result(resp, body)
 
     async def arequest(
@@ -165,9 +185,6 @@ class HTTP:
 
     def close(self) -> None:
         with self._lock:
-            if self._fetchers is not None:
-                self._fetchers.shutdown(wait=False, cancel_futures=True)
-                self._fetchers = None
             if self._client is not None:
                 self._client.close()
                 self._client = None

@@ -117,7 +117,9 @@ class KeySet:
     # Held only while a fetched answer is merged, never across I/O: WSGI threads that
     # shared one fetch must merge it once, or a replaced key could stay in use.
     _merge: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-    _merged: HTTPResult | None = field(default=None, repr=False, compare=False)
+    # The last few answers merged: one fetch's answer reaches its settle hook and every
+    # request that shared it, some late, after a newer answer (another driver's fetch).
+    _merged: tuple[HTTPResult, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def of(cls, keys: Iterable[VerifyKey], clock: Callable[[], float]) -> KeySet:
@@ -171,9 +173,9 @@ class KeySet:
         One fetch's answer reaches the driver's settle hook and every request that
         shared it: the first to get here merges it (or raises), the others return."""
         with self._merge:
-            if result is self._merged:
+            if any(result is seen for seen in self._merged):
                 return
-            self._merged = result
+            self._merged = (result, *self._merged[:3])
             if result.status != 200:
                 raise JWKSError(f"JWKS answered {result.status}")
             fresh = parse_jwks(result.content)

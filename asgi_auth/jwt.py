@@ -180,6 +180,9 @@ class JWTAuth:
         self.timeout = timeout
         self._clock = clock
         self._http = http or HTTP(timeout=timeout)
+        # How long a fetch may be in flight: a join waits `timeout`, the fetch itself its
+        # HTTP's time-out. The settle hook unmarks it sooner; this is the safety net.
+        self._fetch_window = 2 * max(timeout, self._http.timeout)
         params = (("realm", realm),) if realm else ()
         self.challenge = Challenge("Bearer", params)
         self.dpop_verifier, self.schemes, self.challenges = dpop_setup(
@@ -335,7 +338,7 @@ class JWTAuth:
             if keyset.may_refetch_for_unknown_kid(now):
                 keyset.last_unknown_refetch = now
                 due = True
-            elif keyset.fetching(now, self.timeout):
+            elif keyset.fetching(now, self._fetch_window):
                 # The fetch in flight (say, started by a rotation's first token) may bring
                 # this kid: wait for it, as the first token does, rather than refuse it.
                 # Only wait: if it is gone, this is no reason to start another.
@@ -509,18 +512,20 @@ class JWTAuth:
             try:
                 uri = yield from self._metadata.endpoint("jwks_uri")
             except (EffectFailed, ServiceUnavailable) as exc:
-                keyset.failed(self._clock())
-                log.warning(
-                    "OpenID discovery failed: iss=%s error=%s stale_keys=%s",
-                    self.issuer,
-                    exc.reason,
-                    keyset.usable(now),
-                )
+                later = self._clock()
+                if later - keyset.last_failure >= keyset.retry_interval:  # once, not per waiter
+                    log.warning(
+                        "OpenID discovery failed: iss=%s error=%s stale_keys=%s",
+                        self.issuer,
+                        exc.reason,
+                        keyset.usable(now),
+                    )
+                keyset.failed(later)
                 return
         if keyset.generation != generation:
             return  # another request refreshed the keys while this one waited
         mark = None
-        if start and not keyset.fetching(now, self.timeout):
+        if start and not keyset.fetching(now, self._fetch_window):
             keyset.fetching_since = mark = self._clock()
         result: Any = None
         try:

@@ -67,7 +67,7 @@ class IdP:
         self.mode = "ok"
         #: A path part of the issuer ("/tenant"), for discovery of an issuer with a path.
         self.issuer_path = ""
-        self.discovery = "oidc"  # oidc | rfc8414 | none | wrong-issuer | nested
+        self.discovery = "oidc"  # oidc | rfc8414 | none | wrong-issuer | nested | stall500
         self.cache_control: str | None = "max-age=300"
         self.stall_event = threading.Event()
         self.fetches = 0
@@ -75,8 +75,10 @@ class IdP:
         self.lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
         self.hidden: set[str | None] = set()
-        #: A header drip ran its whole course: nobody released it first.
+        #: A header drip ran its whole course (nobody released it first), or was cut off
+        #: by the client hanging up.
         self.drip_capped = False
+        self.drip_cut = False
         #: JWKs served after those of `keys` as they are (kid-less keys, `use`, `alg`).
         self.extra_jwks: list[dict[str, Any]] = []
         self.clock: Callable[[], float] = time.time
@@ -177,7 +179,7 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 idp.drip_capped = True
                 self.wfile.write(b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             except OSError:  # the client hung up
-                pass
+                idp.drip_cut = True
 
         def _client_auth(self, form: dict[str, str]) -> tuple[str | None, str | None]:
             import base64
@@ -278,6 +280,9 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 if idp.discovery == "wrong-issuer" and kind == "oidc":
                     doc = {"issuer": "https://evil.example", "jwks_uri": idp.jwks_uri}
                     return self._send(200, json.dumps(doc).encode())
+                if idp.discovery == "stall500" and kind == "oidc":
+                    idp.stall_event.wait(10)
+                    return self._send(500, b"oops", "text/plain")
                 if idp.discovery == "nested" and kind == "oidc":
                     return self._send(200, b"[" * 100_000 + b"]" * 100_000)
                 if kind != idp.discovery:

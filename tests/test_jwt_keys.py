@@ -351,6 +351,66 @@ def test_a_failed_fetch_shared_by_threads_is_logged_once(
     assert len(failures) == 1
 
 
+def test_a_failed_discovery_shared_by_threads_is_logged_once(
+    idp: IdP, caplog: pytest.LogCaptureFixture
+) -> None:
+    idp.add_key("ES256")
+    idp.discovery = "stall500"
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"])
+    driver = SyncDriver()
+    statuses: list[int] = []
+
+    def worker(i: int) -> None:
+        try:
+            driver.run(auth.flow(idp.token(jti=str(i)), REQ))
+            statuses.append(200)
+        except AuthError as err:
+            statuses.append(err.status)
+
+    with caplog.at_level("WARNING", logger="asgi_auth"):
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        wait_until(lambda: idp.discovery_fetches == 1, "discovery")
+        time.sleep(0.2)  # the other threads join it meanwhile
+        idp.stall_event.set()
+        for t in threads:
+            t.join(timeout=60)
+    assert statuses == [503] * 8
+    assert idp.discovery_fetches == 1
+    failures = [r for r in caplog.records if "discovery failed" in r.getMessage()]
+    assert len(failures) == 1
+
+
+def test_a_fetch_counts_as_in_flight_for_as_long_as_its_http_may_take(
+    idp: IdP, clock: Clock
+) -> None:
+    # JWTAuth's own time-out shorter than its HTTP client's: a token with the new kid
+    # arriving after the first but within the client's time-out still waits for it.
+    from asgi_auth.http import HTTP
+
+    idp.add_key("ES256", "old")
+    auth = JWTAuth(
+        idp.issuer,
+        "api",
+        algorithms=["ES256"],
+        jwks_uri=idp.jwks_uri,
+        clock=clock,
+        timeout=0.3,
+        http=HTTP(timeout=2.0),
+    )
+    check(auth, idp.token("old"))
+    idp.add_key("ES256", "new")
+    first = auth.flow(idp.token("new", jti="a"), REQ)
+    effect = next(first)
+    clock.advance(0.6)
+    second = auth.flow(idp.token("new", jti="b"), REQ)
+    assert next(second).key == effect.key  # before: 401 unknown_kid, the mark expired
+    answer = effect.sync()
+    assert finish(first, answer).subject == "user-1"
+    assert finish(second, answer).subject == "user-1"
+
+
 def test_every_distinct_answer_is_merged(idp: IdP, clock: Clock) -> None:
     # Requests that shared one fetch merge its answer once; a different answer (a later
     # fetch) is merged even if another answer was merged in between.
@@ -441,22 +501,47 @@ def test_an_issuer_dripping_its_answer_is_cut_off_by_the_deadline(idp: IdP) -> N
     assert r.status_code == 503 and r.headers["retry-after"]
 
 
-def test_an_issuer_dripping_its_headers_is_cut_off_by_the_deadline(idp: IdP) -> None:
+def test_an_issuer_dripping_its_headers_is_cut_off_by_the_deadline(idp: IdP, clock: Clock) -> None:
     from wsgi_auth import AuthMiddleware as WSGIAuth
 
     idp.add_key("ES256")
     idp.mode = "drip-headers"
-    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, timeout=0.3)
+    auth = JWTAuth(
+        idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, timeout=0.3, clock=clock
+    )
     status: list[str] = []
     app = WSGIAuth(_wsgi_app, authenticators=[auth])
     body = b"".join(app(_environ(idp.token()), lambda s, h, *a: status.append(s)))
     assert status == ["503 Service Unavailable"], body
-    # Answered while the issuer was still dripping (it drips until released, or 20 s).
-    idp.stall_event.set()
+    # The exchange was abandoned, not left running: the issuer, still dripping (it drips
+    # until released, or 20 s), sees the connection closed.
+    wait_until(lambda: idp.drip_cut, "the issuer to see the connection closed")
     assert not idp.drip_capped
+    idp.stall_event.set()
     idp.mode = "ok"
-    later = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, timeout=0.3)
-    assert check(later, idp.token(jti="later")).subject == "user-1"
+    clock.advance(6)  # past the retry pause: the same JWTAuth fetches again, and is answered
+    assert check(auth, idp.token(jti="later")).subject == "user-1"
+
+
+def test_a_stalled_fetch_does_not_hold_up_the_process_exit(idp: IdP) -> None:
+    # A gunicorn worker told to stop must not wait for a server that drips forever.
+    import subprocess
+    import sys
+
+    idp.add_key("ES256")
+    idp.mode = "drip-headers"
+    script = (
+        "from asgi_auth.http import HTTP\n"
+        "try:\n"
+        f"    HTTP(timeout=0.3).request('GET', {idp.jwks_uri!r})\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=15, check=True
+    )
+    assert done.stdout.strip() == "TimeoutError"
+    assert not idp.drip_capped  # it exited while the issuer was still dripping
 
 
 def test_a_stalled_issuer_under_asgi_is_503(idp: IdP) -> None:
