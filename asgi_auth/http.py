@@ -12,10 +12,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
+import queue
 import ssl
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -69,9 +70,17 @@ class HTTP:
         self.timeout = timeout
         self._verify_arg = verify
         self._client: httpx.Client | None = None
-        self._slots = threading.BoundedSemaphore(_FETCHERS)
-        self._pid = 0
         self._lock = threading.Lock()
+        self._pid = 0
+        self._fork_reset()
+
+    def _fork_reset(self) -> None:
+        # Fetch threads: daemons (a stalled one never holds up the process exit), made
+        # as needed up to `_FETCHERS`, then kept: a job costs a queue hop, not a thread.
+        self._slots = threading.BoundedSemaphore(_FETCHERS)
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._workers = 0
+        self._idle = 0
 
     def _tls(self) -> ssl.SSLContext | bool:
         # One default context per process, made when a client first needs it: loading
@@ -81,8 +90,8 @@ class HTTP:
     def _sync_client(self) -> httpx.Client:
         with self._lock:
             if self._client is None or self._pid != os.getpid():
-                if self._pid != os.getpid():  # a forked worker: the parent's sockets, slots
-                    self._slots = threading.BoundedSemaphore(_FETCHERS)
+                if self._pid != os.getpid():  # a forked worker: no parent's socket or thread
+                    self._fork_reset()
                     self._pid = os.getpid()
                 self._client = httpx.Client(
                     timeout=self.timeout,
@@ -93,6 +102,23 @@ class HTTP:
                     limits=httpx.Limits(keepalive_expiry=2.0),
                 )
             return self._client
+
+    def _submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle == 0 and self._workers < _FETCHERS:
+                self._workers += 1
+                threading.Thread(target=self._work, name="authgate-fetch", daemon=True).start()
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        jobs = self._jobs
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = jobs.get()
+            with self._lock:
+                self._idle -= 1
+            job()
 
     def _drop(self, client: httpx.Client) -> None:
         with self._lock:
@@ -133,7 +159,7 @@ class HTTP:
             finally:
                 slots.release()
 
-        threading.Thread(target=run, name="authgate-fetch", daemon=True).start()
+        self._submit(run)
         try:
             return job.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
