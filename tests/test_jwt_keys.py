@@ -76,6 +76,25 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
+async def outcome(driver: Any, auth: JWTAuth, token: str) -> str:
+    """A token's fate through an async driver: the subject, or "status reason"."""
+    try:
+        return str((await driver.run(auth.flow(token, REQ))).subject)
+    except AuthError as err:
+        return f"{err.status} {err.reason}"
+
+
+def asgi_get(app: Any, token: str) -> httpx.Response:
+    """One GET through an ASGI app, on an event loop of its own."""
+
+    async def main() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            return await c.get("/", headers=bearer(token))
+
+    return asyncio.run(main())
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -199,24 +218,21 @@ def test_a_cancelled_request_neither_aborts_its_fetch_nor_lets_others_start_one(
     claims = {"iss": idp.issuer, "aud": "api", "sub": "x", "exp": int(time.time()) + 600}
     stranger = new_key("ES256")
 
-    async def outcome(token: str) -> str:
-        try:
-            return (await driver.run(auth.flow(token, REQ))).subject
-        except AuthError as err:
-            return f"{err.status} {err.reason}"
-
     async def main() -> tuple[list[str], list[str]]:
-        assert await outcome(idp.token("old")) == "user-1"
+        assert await outcome(driver, auth, idp.token("old")) == "user-1"
         idp.add_key("ES256", "new")
         idp.mode = "stall"
-        first = asyncio.create_task(outcome(idp.token("new", jti="first")))
+        first = asyncio.create_task(outcome(driver, auth, idp.token("new", jti="first")))
         await asyncio.to_thread(wait_until, lambda: idp.fetches == 2, "the refetch")
-        waiting = [asyncio.create_task(outcome(idp.token("new", jti=str(i)))) for i in range(5)]
+        waiting = [
+            asyncio.create_task(outcome(driver, auth, idp.token("new", jti=str(i))))
+            for i in range(5)
+        ]
         await asyncio.sleep(0.05)  # they reach the driver and wait on the fetch
         first.cancel()
         kids = [secrets.token_hex(8) for _ in range(20)]
         tokens = [mint(stranger, claims, alg="ES256", kid=kid) for kid in kids]
-        unknown = [asyncio.create_task(outcome(t)) for t in tokens]
+        unknown = [asyncio.create_task(outcome(driver, auth, t)) for t in tokens]
         await asyncio.sleep(0.05)
         idp.stall_event.set()
         return list(await asyncio.gather(*waiting)), list(await asyncio.gather(*unknown))
@@ -263,19 +279,13 @@ def test_a_refetch_in_another_middleware_is_no_reason_to_refuse(idp: IdP) -> Non
     auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
     one, other = AsyncDriver(), AsyncDriver()
 
-    async def outcome(driver: AsyncDriver, token: str) -> str:
-        try:
-            return (await driver.run(auth.flow(token, REQ))).subject
-        except AuthError as err:
-            return f"{err.status} {err.reason}"
-
     async def main() -> list[str]:
-        assert await outcome(one, idp.token("old")) == "user-1"
+        assert await outcome(one, auth, idp.token("old")) == "user-1"
         idp.add_key("ES256", "new")
         idp.mode = "stall"
-        first = asyncio.create_task(outcome(one, idp.token("new", jti="1")))
+        first = asyncio.create_task(outcome(one, auth, idp.token("new", jti="1")))
         await asyncio.to_thread(wait_until, lambda: idp.fetches == 2, "the refetch")
-        second = asyncio.create_task(outcome(other, idp.token("new", jti="2")))
+        second = asyncio.create_task(outcome(other, auth, idp.token("new", jti="2")))
         await asyncio.to_thread(wait_until, lambda: idp.fetches == 3, "the second fetch")
         idp.stall_event.set()
         return [await first, await second]
@@ -297,21 +307,15 @@ def test_fetching_for_another_middleware_keeps_the_refetch_limit(idp: IdP) -> No
     stranger = new_key("ES256")
     claims = {"iss": idp.issuer, "aud": "api", "sub": "x", "exp": int(time.time()) + 600}
 
-    async def outcome(driver: AsyncDriver, token: str) -> str:
-        try:
-            return (await driver.run(auth.flow(token, REQ))).subject
-        except AuthError as err:
-            return f"{err.status} {err.reason}"
-
     async def main() -> list[str]:
-        assert await outcome(one, idp.token("old")) == "user-1"
+        assert await outcome(one, auth, idp.token("old")) == "user-1"
         idp.add_key("ES256", "new")
         idp.mode = "stall"
-        held = asyncio.create_task(outcome(one, idp.token("new")))
+        held = asyncio.create_task(outcome(one, auth, idp.token("new")))
         await asyncio.to_thread(wait_until, lambda: idp.fetches == 2, "the held refetch")
         idp.mode = "ok"  # the held fetch stays held; new ones are answered
         tokens = [mint(stranger, claims, alg="ES256", kid=secrets.token_hex(8)) for _ in range(20)]
-        answers = [await outcome(other, t) for t in tokens]
+        answers = [await outcome(other, auth, t) for t in tokens]
         idp.stall_event.set()
         assert await held == "user-1"
         return answers
@@ -320,12 +324,11 @@ def test_fetching_for_another_middleware_keeps_the_refetch_limit(idp: IdP) -> No
     assert idp.fetches == 3
 
 
-def test_a_failed_fetch_shared_by_threads_is_logged_once(
-    idp: IdP, caplog: pytest.LogCaptureFixture
-) -> None:
-    idp.add_key("ES256")
-    idp.mode = "stall500"  # held, then a 500
-    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+def _eight_threads_share_one_failure(
+    idp: IdP, auth: JWTAuth, fetched: Callable[[], bool], caplog: pytest.LogCaptureFixture
+) -> list[str]:
+    """Eight WSGI threads' tokens wait on one held fetch that then fails: each gets 503;
+    returns the warnings logged."""
     driver = SyncDriver()
     statuses: list[int] = []
 
@@ -340,15 +343,24 @@ def test_a_failed_fetch_shared_by_threads_is_logged_once(
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
-        wait_until(lambda: idp.fetches == 1, "the fetch")
+        wait_until(fetched, "the fetch")
         time.sleep(0.2)  # the other threads join it meanwhile
         idp.stall_event.set()
         for t in threads:
             t.join(timeout=60)
     assert statuses == [503] * 8
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_failed_fetch_shared_by_threads_is_logged_once(
+    idp: IdP, caplog: pytest.LogCaptureFixture
+) -> None:
+    idp.add_key("ES256")
+    idp.mode = "stall500"  # held, then a 500
+    auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri)
+    warnings = _eight_threads_share_one_failure(idp, auth, lambda: idp.fetches == 1, caplog)
     assert idp.fetches == 1
-    failures = [r for r in caplog.records if "JWKS refresh failed" in r.getMessage()]
-    assert len(failures) == 1
+    assert len([w for w in warnings if "JWKS refresh failed" in w]) == 1
 
 
 def test_a_failed_discovery_shared_by_threads_is_logged_once(
@@ -357,29 +369,11 @@ def test_a_failed_discovery_shared_by_threads_is_logged_once(
     idp.add_key("ES256")
     idp.discovery = "stall500"
     auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"])
-    driver = SyncDriver()
-    statuses: list[int] = []
-
-    def worker(i: int) -> None:
-        try:
-            driver.run(auth.flow(idp.token(jti=str(i)), REQ))
-            statuses.append(200)
-        except AuthError as err:
-            statuses.append(err.status)
-
-    with caplog.at_level("WARNING", logger="asgi_auth"):
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-        for t in threads:
-            t.start()
-        wait_until(lambda: idp.discovery_fetches == 1, "discovery")
-        time.sleep(0.2)  # the other threads join it meanwhile
-        idp.stall_event.set()
-        for t in threads:
-            t.join(timeout=60)
-    assert statuses == [503] * 8
+    warnings = _eight_threads_share_one_failure(
+        idp, auth, lambda: idp.discovery_fetches == 1, caplog
+    )
     assert idp.discovery_fetches == 1
-    failures = [r for r in caplog.records if "discovery failed" in r.getMessage()]
-    assert len(failures) == 1
+    assert len([w for w in warnings if "discovery failed" in w]) == 1
 
 
 def test_a_fetch_counts_as_in_flight_for_as_long_as_its_http_may_take(
@@ -490,14 +484,7 @@ def test_an_issuer_dripping_its_answer_is_cut_off_by_the_deadline(idp: IdP) -> N
     body = b"".join(app(_environ(idp.token()), lambda s, h, *a: status.append(s)))
     assert status == ["503 Service Unavailable"], body
     aauth = JWTAuth(idp.issuer, "api", algorithms=["RS256"], jwks_uri=idp.jwks_uri, timeout=0.3)
-    aapp = AuthMiddleware(_identity_app, authenticators=[aauth])
-
-    async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=aapp)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return await c.get("/", headers=bearer(idp.token()))
-
-    r = asyncio.run(main())
+    r = asgi_get(AuthMiddleware(_identity_app, authenticators=[aauth]), idp.token())
     assert r.status_code == 503 and r.headers["retry-after"]
 
 
@@ -548,14 +535,7 @@ def test_a_stalled_issuer_under_asgi_is_503(idp: IdP) -> None:
     idp.add_key("ES256")
     idp.mode = "stall"
     auth = JWTAuth(idp.issuer, "api", algorithms=["ES256"], jwks_uri=idp.jwks_uri, timeout=0.3)
-    app = AuthMiddleware(_identity_app, authenticators=[auth])
-
-    async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-            return await c.get("/", headers=bearer(idp.token()))
-
-    r = asyncio.run(main())
+    r = asgi_get(AuthMiddleware(_identity_app, authenticators=[auth]), idp.token())
     assert r.status_code == 503
     assert r.headers["retry-after"]
     assert r.json()["error"] == "temporarily_unavailable"
@@ -564,9 +544,9 @@ def test_a_stalled_issuer_under_asgi_is_503(idp: IdP) -> None:
 # -- how long a verified token counts ---------------------------------------------------
 
 
-def test_cached_tokens_end_with_the_missing_key_grace(idp: IdP, clock: Clock) -> None:
-    # All traffic cached: no request runs the slow path that drops the key, and still the
-    # tokens it verified stop counting when its grace ends.
+def _cached_with_key_a_missing(idp: IdP, clock: Clock) -> tuple[JWTAuth, str]:
+    """Keys a and b; a token of a verified and cached (cache TTL and exp far off); then a
+    refresh, by a token of b, whose answer lacks key a."""
     idp.add_key("ES256", "a")
     idp.add_key("ES256", "b")
     auth = JWTAuth(
@@ -582,7 +562,14 @@ def test_cached_tokens_end_with_the_missing_key_grace(idp: IdP, clock: Clock) ->
     check(auth, token_a)
     idp.hidden = {"a"}
     clock.advance(301)
-    check(auth, idp.token("b", jti="refresh"))  # this refresh finds key a missing
+    check(auth, idp.token("b", jti="refresh"))
+    return auth, token_a
+
+
+def test_cached_tokens_end_with_the_missing_key_grace(idp: IdP, clock: Clock) -> None:
+    # All traffic cached: no request runs the slow path that drops the key, and still the
+    # tokens it verified stop counting when its grace ends.
+    auth, token_a = _cached_with_key_a_missing(idp, clock)
     clock.advance(899)
     assert auth.cached(token_a) is not None  # within the grace
     clock.advance(2)
@@ -590,22 +577,7 @@ def test_cached_tokens_end_with_the_missing_key_grace(idp: IdP, clock: Clock) ->
 
 
 def test_a_key_back_in_the_answers_keeps_its_cached_tokens(idp: IdP, clock: Clock) -> None:
-    idp.add_key("ES256", "a")
-    idp.add_key("ES256", "b")
-    auth = JWTAuth(
-        idp.issuer,
-        "api",
-        algorithms=["ES256"],
-        jwks_uri=idp.jwks_uri,
-        clock=clock,
-        missing_key_grace=900,
-        cache_ttl=3600,
-    )
-    token_a = idp.token("a", exp=int(clock.now) + 7200)
-    check(auth, token_a)
-    idp.hidden = {"a"}
-    clock.advance(301)
-    check(auth, idp.token("b", jti="1"))  # a goes missing
+    auth, token_a = _cached_with_key_a_missing(idp, clock)
     idp.hidden = set()
     clock.advance(301)
     check(auth, idp.token("b", jti="2"))  # a is back
