@@ -165,7 +165,9 @@ class HTTP:
         except FutureTimeout:
             job.cancel()
             # The only handle on a stalled exchange is its socket: closing the client's
-            # frees the fetch thread at once (the next fetch opens a new client).
+            # frees the fetch thread at once (the next fetch opens a new client). Other
+            # exchanges on it fail too, as 503s: rare, and better than a thread held for
+            # as long as a server cares to drip.
             self._drop(client)
             raise TimeoutError(f"no answer within {self.timeout} s") from None
 

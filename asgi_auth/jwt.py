@@ -341,7 +341,8 @@ class JWTAuth:
             elif keyset.fetching(now, self._fetch_window):
                 # The fetch in flight (say, started by a rotation's first token) may bring
                 # this kid: wait for it, as the first token does, rather than refuse it.
-                # Only wait: if it is gone, this is no reason to start another.
+                # Only wait: it starts no fetch, unless the one in flight is another
+                # driver's, which it cannot join (see `_refresh`).
                 due = join_only = True
         if due:
             # Only a request that cannot go on without the answer waits for it; the others
