@@ -1,7 +1,7 @@
 """Bounded HTTP for the core's effects: JWKS, discovery, introspection.
 
-The sync side shares one `httpx.Client` (thread-safe, keep-alive), run on fetch threads
-so that a request waits `timeout` at most whatever the server does. The async
+The sync side shares one `httpx.Client` (thread-safe, keep-alive), each exchange on a
+fetch thread, so that a request waits `timeout` at most whatever the server does. The async
 side opens a short-lived `httpx.AsyncClient` per request with a shared TLS context,
 bounded as a whole by the driver: fetches are rare (cache misses), and nothing is bound
 to an event loop that may be gone by the next fetch.
@@ -12,11 +12,10 @@ from __future__ import annotations
 import functools
 import ipaddress
 import os
-import queue
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -25,8 +24,6 @@ from urllib.parse import urlsplit
 import httpx
 
 MAX_BODY = 1 << 20  # JWKS and discovery documents are a few KiB; refuse to buffer more
-#: Fetch threads per `HTTP` at once: fetches are cache misses, single-flight per URL.
-_FETCHERS = 8
 
 
 class FetchError(Exception):
@@ -70,17 +67,8 @@ class HTTP:
         self.timeout = timeout
         self._verify_arg = verify
         self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
         self._pid = 0
-        self._fork_reset()
-
-    def _fork_reset(self) -> None:
-        # Fetch threads: daemons (a stalled one never holds up the process exit), made
-        # as needed up to `_FETCHERS`, then kept: a job costs a queue hop, not a thread.
-        self._slots = threading.BoundedSemaphore(_FETCHERS)
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._workers = 0
-        self._idle = 0
+        self._lock = threading.Lock()
 
     def _tls(self) -> ssl.SSLContext | bool:
         # One default context per process, made when a client first needs it: loading
@@ -90,9 +78,7 @@ class HTTP:
     def _sync_client(self) -> httpx.Client:
         with self._lock:
             if self._client is None or self._pid != os.getpid():
-                if self._pid != os.getpid():  # a forked worker: no parent's socket or thread
-                    self._fork_reset()
-                    self._pid = os.getpid()
+                # New in a forked worker too: the pooled sockets are the parent's.
                 self._client = httpx.Client(
                     timeout=self.timeout,
                     verify=self._tls(),
@@ -101,24 +87,8 @@ class HTTP:
                     # connection is rarely one the server is closing.
                     limits=httpx.Limits(keepalive_expiry=2.0),
                 )
+                self._pid = os.getpid()
             return self._client
-
-    def _submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._idle == 0 and self._workers < _FETCHERS:
-                self._workers += 1
-                threading.Thread(target=self._work, name="authgate-fetch", daemon=True).start()
-        self._jobs.put(job)
-
-    def _work(self) -> None:
-        jobs = self._jobs
-        while True:
-            with self._lock:
-                self._idle += 1
-            job = jobs.get()
-            with self._lock:
-                self._idle -= 1
-            job()
 
     def _drop(self, client: httpx.Client) -> None:
         with self._lock:
@@ -138,37 +108,36 @@ class HTTP:
         headers: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
     ) -> HTTPResult:
-        """The sync side: the exchange runs on a fetch thread (a daemon, one of a few) and
+        """The sync side: the exchange runs on a fetch thread of its own (a daemon) and
         the caller waits `timeout` for it at most. httpx's time-outs bound each connect,
         read and write, not the exchange (nor name lookup): a server sending its headers
         a byte at a time would otherwise hold a request thread as long as it liked."""
         deadline = time.monotonic() + self.timeout
-        client = self._sync_client()
-        slots = self._slots
-        if not slots.acquire(timeout=self.timeout):
-            raise TimeoutError("every fetch thread is busy")
         job: Future[HTTPResult] = Future()
+        used: list[httpx.Client] = []
 
         def run() -> None:
+            if not job.set_running_or_notify_cancel():
+                return
             try:
-                if job.set_running_or_notify_cancel():
-                    try:
-                        job.set_result(self._fetch(client, method, url, headers, data, deadline))
-                    except BaseException as exc:
-                        job.set_exception(exc)
-            finally:
-                slots.release()
+                client = self._sync_client()
+                used.append(client)
+                job.set_result(self._fetch(client, method, url, headers, data, deadline))
+            except BaseException as exc:
+                job.set_exception(exc)
 
-        self._submit(run)
+        # A thread per fetch: fetches are cache misses, and a kept pool was a source of
+        # bugs (queued behind a stalled fetch, wedged after a failed start, never freed).
+        threading.Thread(target=run, name="authgate-fetch", daemon=True).start()
         try:
             return job.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            job.cancel()
-            # The only handle on a stalled exchange is its socket: closing the client's
-            # frees the fetch thread at once (the next fetch opens a new client). Other
-            # exchanges on it fail too, as 503s: rare, and better than a thread held for
-            # as long as a server cares to drip.
-            self._drop(client)
+            if not job.cancel() and used:
+                # The only handle on a stalled exchange is its socket: closing the
+                # client's frees the fetch thread at once (the next fetch opens a new
+                # client). Other exchanges on it fail too, as 503s: rare, and better
+                # than a thread held for as long as a server cares to drip.
+                self._drop(used[0])
             raise TimeoutError(f"no answer within {self.timeout} s") from None
 
     def _fetch(
