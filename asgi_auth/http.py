@@ -132,12 +132,15 @@ class HTTP:
         try:
             return job.result(max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            if not job.cancel() and used:
-                # The only handle on a stalled exchange is its socket: closing the
-                # client's frees the fetch thread at once (the next fetch opens a new
-                # client). Other exchanges on it fail too, as 503s: rare, and better
-                # than a thread held for as long as a server cares to drip.
-                self._drop(used[0])
+            if not job.cancel():
+                if job.done():  # it answered just as the wait ended
+                    return job.result()
+                if used:
+                    # The only handle on a stalled exchange is its socket: closing the
+                    # client's frees the fetch thread at once (the next fetch opens a
+                    # new client). Other exchanges on it fail too, as 503s: rare, and
+                    # better than a thread held for as long as a server cares to drip.
+                    self._drop(used[0])
             raise TimeoutError(f"no answer within {self.timeout} s") from None
 
     def _fetch(
