@@ -104,9 +104,9 @@ class KeySet:
     generation: int = 0
     #: The last fetch failed: the keys held may lack the issuer's newest.
     failing: bool = False
-    #: When the fetch in flight began (-inf: none), set and cleared by the request that
-    #: may start it. A request with an unknown `kid` joins that fetch (never starts one)
-    #: rather than being refused by the refetch rate limit while it runs.
+    #: When the fetch in flight began (-inf: none): see `mark` and `unmark`. A request
+    #: with an unknown `kid` joins that fetch (never starts one) rather than being
+    #: refused by the refetch rate limit while it runs.
     fetching_since: float = float("-inf")
     #: Before this time no refresh is due and no key is due to expire, so a lookup
     #: needs no bookkeeping (see `JWTAuth.flow`). Only ever moved by the methods below.
@@ -152,6 +152,11 @@ class KeySet:
         """A fetch is in flight (begun less than `timeout` ago: a request cancelled while
         it fetched leaves no trace, so the mark expires)."""
         return now - self.fetching_since < timeout
+
+    def mark(self, now: float) -> float:
+        """Note a fetch starting now; `unmark(mark)` (or its expiry) ends it."""
+        self.fetching_since = now
+        return now
 
     def unmark(self, mark: float | None) -> None:
         """End the fetch that began at `mark`, if it is still the one marked."""
@@ -212,13 +217,16 @@ class KeySet:
 
     def expire_missing(self, now: float) -> None:
         """Drop keys absent from the issuer's answers for longer than the grace."""
-        if self._missing_since is None or now - self._missing_since < self.missing_grace:
-            return  # nothing missing, or nothing missing for long enough
-        with self._merge:
-            self._drop_missing(now)
+        if self._overdue(now):  # checked again under the lock, where it can change
+            with self._merge:
+                self._drop_missing(now)
+
+    def _overdue(self, now: float) -> bool:
+        """Some key has been missing for longer than the grace."""
+        return self._missing_since is not None and now - self._missing_since >= self.missing_grace
 
     def _drop_missing(self, now: float) -> None:
-        if self._missing_since is None or now - self._missing_since < self.missing_grace:
+        if not self._overdue(now):
             return
         gone = [
             ident

@@ -527,7 +527,7 @@ class JWTAuth:
             return  # another request refreshed the keys while this one waited
         mark = None
         if start and not keyset.fetching(now, self._fetch_window):
-            keyset.fetching_since = mark = self._clock()
+            mark = keyset.mark(self._clock())
         result: Any = None
         try:
             result = yield get(
@@ -542,7 +542,7 @@ class JWTAuth:
                 # The fetch marked in flight is one this driver cannot join (another event
                 # loop's or middleware's): fetch here, once, marked as ours so that later
                 # tokens here join it rather than each fetching.
-                keyset.fetching_since = mark = self._clock()
+                mark = keyset.mark(self._clock())
                 result = yield get(
                     self._http, uri, self.timeout, settle=partial(self._settled, mark)
                 )
