@@ -147,7 +147,15 @@ def _cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    try:
+        from .demo import run_demo
+    except ModuleNotFoundError as exc:  # the core alone: no starlette
+        print(
+            f"authgate demo needs the demo extra ({exc.name} is missing): "
+            "pip install 'authgate[demo]'",
+            file=sys.stderr,
+        )
+        return 1
 
     return run_demo(host=args.host, port=args.port, db=args.db)
 
@@ -197,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="serve a demo API protected by API keys on 127.0.0.1")
     db_arg(p, "authgate-demo.db")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="default 8000; 0 for any free port")
     p.set_defaults(func=_cmd_demo)
     return parser
 

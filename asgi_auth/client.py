@@ -1,13 +1,13 @@
-"""Caller side: `httpx.Auth` classes for clients of protected APIs.
+"""Caller side: auth classes for clients of protected APIs, for httpx2 and httpx alike.
 
 ```python
-import httpx
+import httpx2  # or httpx: the same objects work with either, sync and async
 from asgi_auth.client import APIKey, ClientCredentials
 
-httpx.get("https://api.example/items", auth=APIKey("agk_..."))
+httpx2.get("https://api.example/items", auth=APIKey("agk_..."))
 auth = ClientCredentials("https://idp.example/token", "svc", secret, scope="read",
                          resource="https://api.example", dpop=True)
-with httpx.Client(auth=auth) as client:      # or httpx.AsyncClient(auth=auth)
+with httpx2.Client(auth=auth) as client:     # or httpx2.AsyncClient, httpx.Client ...
     client.get("https://api.example/items")
 ```
 """
@@ -22,16 +22,34 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Literal
-from urllib.parse import quote, urlencode
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote, urlencode, urlsplit
 
-import httpx
+import httpx2
 import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from .dpop import access_token_hash, b64url, normalize_htu, thumbprint
 
 __all__ = ["APIKey", "ClientCredentials", "DPoPKey", "TokenError", "pkce_pair"]
+
+# Both clients accept an `auth` only if it is an instance of their own `Auth` class, and
+# both drive it the same way (`sync_auth_flow`/`async_auth_flow` around `auth_flow`). So
+# the classes below derive from httpx2's `Auth` and, where httpx is installed, from
+# httpx's too: one object serves either client, and neither package stands in for the
+# other. The flows only use what the two share, and build their own requests with the
+# class of the request they are given.
+if TYPE_CHECKING:
+    _Auth = httpx2.Auth
+else:
+    try:
+        import httpx
+    except ImportError:
+        _Auth = httpx2.Auth
+    else:
+
+        class _Auth(httpx2.Auth, httpx.Auth):
+            pass
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -41,7 +59,7 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
-class APIKey(httpx.Auth):
+class APIKey(_Auth):
     """Sends an authgate API key (`X-API-Key`, or `Authorization: ApiKey ...`)."""
 
     def __init__(self, key: str, *, header: str = "X-API-Key", scheme: str | None = None):
@@ -52,7 +70,9 @@ class APIKey(httpx.Auth):
     def __repr__(self) -> str:
         return f"APIKey(header={self._header!r})"
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
         request.headers[self._header] = self._value
         yield request
 
@@ -108,8 +128,8 @@ class _Token:
     expires_at: float
 
 
-class ClientCredentials(httpx.Auth):
-    """OAuth 2.0 client credentials (RFC 6749 §4.4) for `httpx.Client` and `AsyncClient`.
+class ClientCredentials(_Auth):
+    """OAuth 2.0 client credentials (RFC 6749 §4.4), for sync and async clients.
 
     Tokens are fetched on first use, cached until `refresh_before` seconds before they
     expire, and refreshed; a 401 from the API gets one retry with a fresh token. With
@@ -150,7 +170,7 @@ class ClientCredentials(httpx.Auth):
 
     # -- token endpoint --------------------------------------------------------------------
 
-    def _token_request(self) -> httpx.Request:
+    def _token_request(self, request: httpx2.Request) -> httpx2.Request:
         form = {"grant_type": "client_credentials"}
         if self.scope:
             form["scope"] = self.scope
@@ -169,9 +189,10 @@ class ClientCredentials(httpx.Auth):
             headers["DPoP"] = self.dpop_key.proof(
                 "POST", self.token_url, nonce=self._nonces.get(_origin(self.token_url))
             )
-        return httpx.Request("POST", self.token_url, headers=headers, content=urlencode(form))
+        # The token request goes through the caller's client: a request of its own library.
+        return type(request)("POST", self.token_url, headers=headers, content=urlencode(form))
 
-    def _token_from(self, response: httpx.Response) -> _Token:
+    def _token_from(self, response: httpx2.Response) -> _Token:
         if response.status_code != 200:
             error = _json(response).get("error", "")
             raise TokenError(f"token endpoint answered {response.status_code} {error}".strip())
@@ -192,16 +213,16 @@ class ClientCredentials(httpx.Auth):
             return token
         return None
 
-    def _fetch(self) -> Generator[httpx.Request, httpx.Response, _Token]:
-        response = yield self._token_request()
+    def _fetch(self, request: httpx2.Request) -> Generator[httpx2.Request, httpx2.Response, _Token]:
+        response = yield self._token_request(request)
         if self._took_nonce(self.token_url, response):
-            response = yield self._token_request()  # once, with the server's nonce
+            response = yield self._token_request(request)  # once, with the server's nonce
         token = self._token_from(response)
         with self._lock:
             self._token = token
         return token
 
-    def _took_nonce(self, url: str, response: httpx.Response) -> bool:
+    def _took_nonce(self, url: str, response: httpx2.Response) -> bool:
         nonce = response.headers.get("DPoP-Nonce")
         if self.dpop_key is None or not nonce:
             return False
@@ -213,7 +234,7 @@ class ClientCredentials(httpx.Auth):
 
     # -- the API request -------------------------------------------------------------------
 
-    def _authorize(self, request: httpx.Request, token: _Token) -> httpx.Request:
+    def _authorize(self, request: httpx2.Request, token: _Token) -> httpx2.Request:
         request.headers["Authorization"] = f"{token.token_type} {token.value}"
         if self.dpop_key is not None:
             url = str(request.url)
@@ -222,10 +243,12 @@ class ClientCredentials(httpx.Auth):
             )
         return request
 
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+    def auth_flow(
+        self, request: httpx2.Request
+    ) -> Generator[httpx2.Request, httpx2.Response, None]:
         token = self._fresh()
         if token is None:
-            token = yield from self._fetch()
+            token = yield from self._fetch(request)
         response = yield self._authorize(request, token)
         if self._took_nonce(str(request.url), response):
             response = yield self._authorize(request, token)
@@ -233,16 +256,20 @@ class ClientCredentials(httpx.Auth):
             "WWW-Authenticate", ""
         ):
             # The token may have been revoked or rotated away early: one fresh try.
-            token = yield from self._fetch()
+            token = yield from self._fetch(request)
             yield self._authorize(request, token)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _origin(url: str) -> str:
-    u = httpx.URL(url)
-    return f"{u.scheme}://{u.host}:{u.port or ''}"
+    u = urlsplit(url)
+    port = None if u.port == _DEFAULT_PORTS.get(u.scheme) else u.port
+    return f"{u.scheme}://{u.hostname}:{port or ''}"
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(response: httpx2.Response) -> dict[str, Any]:
     try:
         data = json.loads(response.content)
     except (ValueError, RecursionError):  # RecursionError: deeply nested arrays

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import socket
 import sys
 from typing import Any
 
@@ -75,10 +76,21 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, db: str = "authgate-d
     except ImportError:
         print("authgate demo needs uvicorn: pip install 'authgate[demo]'", file=sys.stderr)
         return 1
+    # The socket is bound before the banner, so the banner names the port that serves
+    # (--port 0 takes any free one) and a port in use fails before keys are made.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        print(f"authgate demo: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    port = sock.getsockname()[1]
     store = SQLiteKeyStore(db)
     full = store.create("demo-admin", ["items:read", "items:write"])
     reader = store.create("demo-reader", ["items:read"])
-    base = f"http://{host}:{port}"
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     print(
         f"""authgate demo: API on {base}, keys in {db}
 
@@ -100,5 +112,9 @@ Try:
 Ctrl-C stops the server.""",
         flush=True,
     )
-    uvicorn.run(build_app(store), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(build_app(store), log_level="warning"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0

@@ -113,7 +113,7 @@ class SyncDriver:
     The leader of a shared call keeps it registered until its flow has taken the result
     in (merged keys, cached a record): a thread arriving in between gets that same
     result instead of starting a second call. The leader's own call is bounded by the
-    effect's I/O (httpx time-outs, SQLite's busy time-out), not by a thread of ours.
+    effect's I/O (httpx2 time-outs, SQLite's busy time-out), not by a thread of ours.
     """
 
     def __init__(self) -> None:

@@ -1,8 +1,8 @@
 """Bounded HTTP for the core's effects: JWKS, discovery, introspection.
 
-The sync side shares one `httpx.Client` (thread-safe, keep-alive), each exchange on a
+The sync side shares one `httpx2.Client` (thread-safe, keep-alive), each exchange on a
 fetch thread, so that a request waits `timeout` at most whatever the server does. The async
-side opens a short-lived `httpx.AsyncClient` per request with a shared TLS context,
+side opens a short-lived `httpx2.AsyncClient` per request with a shared TLS context,
 bounded as a whole by the driver: fetches are rare (cache misses), and nothing is bound
 to an event loop that may be gone by the next fetch.
 """
@@ -21,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
+import httpx2
 
 MAX_BODY = 1 << 20  # JWKS and discovery documents are a few KiB; refuse to buffer more
 
@@ -66,7 +66,7 @@ class HTTP:
     def __init__(self, *, timeout: float = 5.0, verify: ssl.SSLContext | bool = True) -> None:
         self.timeout = timeout
         self._verify_arg = verify
-        self._client: httpx.Client | None = None
+        self._client: httpx2.Client | None = None
         self._pid = 0
         self._lock = threading.Lock()
 
@@ -75,29 +75,29 @@ class HTTP:
         # the CA store costs ~40 ms and ~0.75 MiB, which static-key JWTAuths never use.
         return _default_tls() if self._verify_arg is True else self._verify_arg
 
-    def _sync_client(self) -> httpx.Client:
+    def _sync_client(self) -> httpx2.Client:
         with self._lock:
             if self._client is None or self._pid != os.getpid():
                 # New in a forked worker too: the pooled sockets are the parent's.
-                self._client = httpx.Client(
+                self._client = httpx2.Client(
                     timeout=self.timeout,
                     verify=self._tls(),
                     follow_redirects=False,
                     # Shorter than common server keep-alives (uvicorn: 5 s), so a reused
                     # connection is rarely one the server is closing.
-                    limits=httpx.Limits(keepalive_expiry=2.0),
+                    limits=httpx2.Limits(keepalive_expiry=2.0),
                 )
                 self._pid = os.getpid()
             return self._client
 
-    def _drop(self, client: httpx.Client) -> None:
+    def _drop(self, client: httpx2.Client) -> None:
         with self._lock:
             if self._client is client:
                 self._client = None
         client.close()
 
     @staticmethod
-    def _result(resp: httpx.Response, body: bytes) -> HTTPResult:
+    def _result(resp: httpx2.Response, body: bytes) -> HTTPResult:
         return HTTPResult(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, body)
 
     def request(
@@ -109,12 +109,12 @@ class HTTP:
         data: Mapping[str, str] | None = None,
     ) -> HTTPResult:
         """The sync side: the exchange runs on a fetch thread of its own (a daemon) and
-        the caller waits `timeout` for it at most. httpx's time-outs bound each connect,
+        the caller waits `timeout` for it at most. httpx2's time-outs bound each connect,
         read and write, not the exchange (nor name lookup): a server sending its headers
         a byte at a time would otherwise hold a request thread as long as it liked."""
         deadline = time.monotonic() + self.timeout
         job: Future[HTTPResult] = Future()
-        used: list[httpx.Client] = []
+        used: list[httpx2.Client] = []
 
         def run() -> None:
             if not job.set_running_or_notify_cancel():
@@ -145,7 +145,7 @@ class HTTP:
 
     def _fetch(
         self,
-        client: httpx.Client,
+        client: httpx2.Client,
         method: str,
         url: str,
         headers: Mapping[str, str] | None,
@@ -171,7 +171,7 @@ class HTTP:
         data: Mapping[str, str] | None = None,
     ) -> HTTPResult:
         async with (
-            httpx.AsyncClient(
+            httpx2.AsyncClient(
                 timeout=self.timeout, verify=self._tls(), follow_redirects=False
             ) as client,
             client.stream(method, url, headers=headers, data=data) as resp,

@@ -22,6 +22,12 @@ from wsgi_auth import IDENTITY_KEY
 Header = tuple[str, "str | bytes"]
 
 
+def altered(credential: str) -> str:
+    """`credential` with its last character replaced by a different one: never equal to it,
+    whatever characters a random key happens to end with."""
+    return credential[:-1] + ("x" if credential[-1] != "x" else "y")
+
+
 class Clock:
     """A clock the tests move by hand: no sleeps anywhere."""
 

@@ -41,7 +41,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 HOST = "127.0.0.1"
@@ -136,7 +136,7 @@ class OIDCProvider:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._output: collections.deque[str] = collections.deque(maxlen=200)
         self._threads: list[threading.Thread] = []
-        self._http = httpx.Client(timeout=HTTP_TIMEOUT, trust_env=False)
+        self._http = httpx2.Client(timeout=HTTP_TIMEOUT, trust_env=False)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -350,7 +350,7 @@ class OIDCProvider:
         data: dict[str, str],
         client: tuple[str, str],
         headers: dict[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         client_id, secret = client
         if client_id in POST_AUTH_CLIENTS:
             return self._http.post(

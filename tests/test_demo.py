@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+import httpx2
 
 
 def test_demo_serves_a_protected_api(tmp_path: Path) -> None:
-    port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "asgi_auth.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "asgi_auth.cli", "demo", "--port", "0"],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -39,6 +31,10 @@ def test_demo_serves_a_protected_api(tmp_path: Path) -> None:
             if "Ctrl-C" in line or not line:
                 break
         banner = "".join(lines)
+        listening = re.search(r"API on http://127\.0\.0\.1:(\d+),", banner)
+        assert listening, banner
+        port = int(listening.group(1))
+        assert port != 0
         full = re.search(r"read-write key: (\S+)", banner)
         reader = re.search(r"read-only key:\s+(\S+)", banner)
         assert full and reader, banner
@@ -46,12 +42,12 @@ def test_demo_serves_a_protected_api(tmp_path: Path) -> None:
         assert (tmp_path / "authgate-demo.db").exists()
 
         base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=5) as client:
+        with httpx2.Client(base_url=base, timeout=5) as client:
             for _ in range(100):  # wait for the listener: bounded
                 try:
                     health = client.get("/health")
                     break
-                except httpx.ConnectError:
+                except httpx2.ConnectError:
                     assert proc.poll() is None, "demo exited early"
                     time.sleep(0.05)  # readiness polling, not a timing assertion
             assert health.status_code == 200

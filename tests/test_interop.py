@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -96,7 +96,7 @@ def creds(op: OIDCProvider, resource: str, **kw: Any) -> ClientCredentials:
 
 @pytest.mark.parametrize("resource", [RESOURCE_JWT, RESOURCE_JWT_ES256, RESOURCE_JWT_EDDSA])
 def test_jwt_access_tokens_via_discovery(op: OIDCProvider, api: str, resource: str) -> None:
-    with httpx.Client(auth=creds(op, resource)) as c:
+    with httpx2.Client(auth=creds(op, resource)) as c:
         r = c.get(api + "/me")
     assert r.status_code == 200, r.text
     assert r.json() == {
@@ -116,7 +116,7 @@ def test_opaque_tokens_via_introspection(op: OIDCProvider, api: str) -> None:
         resource=RESOURCE_OPAQUE,
         auth_method="client_secret_post",
     )
-    with httpx.Client(auth=auth) as c:
+    with httpx2.Client(auth=auth) as c:
         r = c.get(api + "/me")
     assert r.status_code == 200, r.text
     assert r.json()["method"] == "introspection"
@@ -129,12 +129,12 @@ def test_revoked_token_is_refused_after_the_cache_allows(
 ) -> None:
     token = op.client_credentials_token(resource=RESOURCE_OPAQUE)["access_token"]
     headers = {"Authorization": f"Bearer {token}"}
-    assert httpx.get(api + "/me", headers=headers).status_code == 200
+    assert httpx2.get(api + "/me", headers=headers).status_code == 200
     op.revoke(token)
-    assert httpx.get(api + "/me", headers=headers).status_code == 200  # cached (cache_ttl=60)
+    assert httpx2.get(api + "/me", headers=headers).status_code == 200  # cached (cache_ttl=60)
     clock.offset += 61
     try:
-        r = httpx.get(api + "/me", headers=headers)
+        r = httpx2.get(api + "/me", headers=headers)
     finally:
         clock.offset -= 61
     assert r.status_code == 401
@@ -143,7 +143,7 @@ def test_revoked_token_is_refused_after_the_cache_allows(
 
 def test_dpop_bound_tokens(op: OIDCProvider, api: str) -> None:
     key = DPoPKey()
-    with httpx.Client(auth=creds(op, RESOURCE_JWT, dpop=key)) as c:
+    with httpx2.Client(auth=creds(op, RESOURCE_JWT, dpop=key)) as c:
         for _ in range(2):
             r = c.get(api + "/me")
             assert r.status_code == 200, r.text
@@ -159,7 +159,7 @@ def test_dpop_bound_tokens(op: OIDCProvider, api: str) -> None:
     dpop = {"Authorization": f"DPoP {token}"}
 
     def get(headers: dict[str, str], method: str = "GET") -> int:
-        return httpx.request(method, url, headers=headers).status_code
+        return httpx2.request(method, url, headers=headers).status_code
 
     assert get({**dpop, "DPoP": raw.proof("GET", url, token)}) == 200
     assert get(dpop) == 401  # no proof
@@ -176,7 +176,7 @@ def test_dpop_bound_tokens(op: OIDCProvider, api: str) -> None:
 
 def test_dpop_bound_opaque_token(op: OIDCProvider, api: str) -> None:
     key = DPoPKey()
-    with httpx.Client(auth=creds(op, RESOURCE_OPAQUE, dpop=key)) as c:
+    with httpx2.Client(auth=creds(op, RESOURCE_OPAQUE, dpop=key)) as c:
         r = c.get(api + "/me")
     assert r.status_code == 200, r.text
     assert r.json()["method"] == "introspection"
@@ -185,15 +185,15 @@ def test_dpop_bound_opaque_token(op: OIDCProvider, api: str) -> None:
 
 def test_key_rotation_is_picked_up(op: OIDCProvider, api: str) -> None:
     before = op.client_credentials_token(resource=RESOURCE_JWT)["access_token"]
-    assert httpx.get(api + "/me", headers={"Authorization": f"Bearer {before}"}).status_code == 200
+    assert httpx2.get(api + "/me", headers={"Authorization": f"Bearer {before}"}).status_code == 200
     op.rotate(keep_old=False)
     after = op.client_credentials_token(resource=RESOURCE_JWT)["access_token"]
-    assert httpx.get(api + "/me", headers={"Authorization": f"Bearer {after}"}).status_code == 200
+    assert httpx2.get(api + "/me", headers={"Authorization": f"Bearer {after}"}).status_code == 200
 
 
 def test_wrong_audience_is_refused(op: OIDCProvider, api: str) -> None:
     # A JWT whose aud (the API URL) is not among the audiences the API accepts.
     token = op.client_credentials_token(resource=api + "/")["access_token"]
-    r = httpx.get(api + "/me", headers={"Authorization": f"Bearer {token}"})
+    r = httpx2.get(api + "/me", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 401
     assert "invalid audience" in r.headers["www-authenticate"]

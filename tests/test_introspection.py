@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -216,8 +216,8 @@ def test_concurrent_requests_for_one_token_introspect_once(idp: IdP) -> None:
     app = AuthMiddleware(_app(), authenticators=[auth_for(idp)])
 
     async def main() -> list[int]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as client:
             rs = await asyncio.gather(
                 *(client.get("/me", headers={"Authorization": "Bearer c"}) for _ in range(50))
             )

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from asgi_auth import AuthMiddleware, Identity, JWTAuth
@@ -84,12 +84,12 @@ async def outcome(driver: Any, auth: JWTAuth, token: str) -> str:
         return f"{err.status} {err.reason}"
 
 
-def asgi_get(app: Any, token: str) -> httpx.Response:
+def asgi_get(app: Any, token: str) -> httpx2.Response:
     """One GET through an ASGI app, on an event loop of its own."""
 
-    async def main() -> httpx.Response:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+    async def main() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as c:
             return await c.get("/", headers=bearer(token))
 
     return asyncio.run(main())
@@ -150,8 +150,8 @@ def test_50_concurrent_asgi_requests_with_a_rotated_kid_cause_one_refetch(idp: I
     app = AuthMiddleware(_identity_app, authenticators=[auth])
 
     async def get_all(tokens: list[str]) -> list[int]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as c:
             rs = await asyncio.gather(*(c.get("/", headers=bearer(t)) for t in tokens))
         return [r.status_code for r in rs]
 
@@ -208,7 +208,6 @@ def test_a_cancelled_request_neither_aborts_its_fetch_nor_lets_others_start_one(
     # The first token with a new kid starts the refetch; its client goes away. The fetch
     # runs on for the tokens waiting on it, and tokens with other unknown kids wait for it
     # too (then get 401) instead of each starting a fetch of their own.
-    import secrets
 
     from asgi_auth.flow import AsyncDriver
 
@@ -230,7 +229,7 @@ def test_a_cancelled_request_neither_aborts_its_fetch_nor_lets_others_start_one(
         ]
         await asyncio.sleep(0.05)  # they reach the driver and wait on the fetch
         first.cancel()
-        kids = [secrets.token_hex(8) for _ in range(20)]
+        kids = [f"made-up-{i}" for i in range(20)]
         tokens = [mint(stranger, claims, alg="ES256", kid=kid) for kid in kids]
         unknown = [asyncio.create_task(outcome(driver, auth, t)) for t in tokens]
         await asyncio.sleep(0.05)
@@ -297,7 +296,6 @@ def test_a_refetch_in_another_middleware_is_no_reason_to_refuse(idp: IdP) -> Non
 def test_fetching_for_another_middleware_keeps_the_refetch_limit(idp: IdP) -> None:
     # While one driver's refetch is held, tokens with kids nobody published arrive at the
     # other: one fetch there, then the refetch limit, not a fetch per token.
-    import secrets
 
     from asgi_auth.flow import AsyncDriver
 
@@ -314,7 +312,7 @@ def test_fetching_for_another_middleware_keeps_the_refetch_limit(idp: IdP) -> No
         held = asyncio.create_task(outcome(one, auth, idp.token("new")))
         await asyncio.to_thread(wait_until, lambda: idp.fetches == 2, "the held refetch")
         idp.mode = "ok"  # the held fetch stays held; new ones are answered
-        tokens = [mint(stranger, claims, alg="ES256", kid=secrets.token_hex(8)) for _ in range(20)]
+        tokens = [mint(stranger, claims, alg="ES256", kid=f"made-up-{i}") for i in range(20)]
         answers = [await outcome(other, auth, t) for t in tokens]
         idp.stall_event.set()
         assert await held == "user-1"
@@ -755,8 +753,8 @@ def test_each_event_loop_fetches_for_itself(idp: IdP) -> None:
     app = AuthMiddleware(_identity_app, authenticators=[auth])
 
     async def get(token: str) -> int:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://t") as c:
             return (await c.get("/", headers=bearer(token))).status_code
 
     assert asyncio.run(get(idp.token("old"))) == 200

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -87,7 +87,7 @@ def dpop_proof(key: ec.EllipticCurvePrivateKey, htm: str, htu: str) -> str:
 
 
 def test_discovery_document_lists_the_endpoints(idp: OIDCProvider) -> None:
-    doc = httpx.get(idp.discovery_url, trust_env=False, timeout=5).json()
+    doc = httpx2.get(idp.discovery_url, trust_env=False, timeout=5).json()
     assert idp.issuer.startswith("http://127.0.0.1:")
     assert doc["issuer"] == idp.issuer
     for name in ("token_endpoint", "introspection_endpoint", "revocation_endpoint", "jwks_uri"):
@@ -235,8 +235,8 @@ def test_restart_on_the_same_port(idp: OIDCProvider) -> None:
 
     idp.stop()
     assert not idp.running
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(idp.discovery_url, trust_env=False, timeout=2)
+    with pytest.raises(httpx2.ConnectError):
+        httpx2.get(idp.discovery_url, trust_env=False, timeout=2)
 
     idp.restart(new_keys=True)
     assert idp.issuer == issuer

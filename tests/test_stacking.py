@@ -150,7 +150,7 @@ def test_gzip_compresses_authenticated_responses(
         assert resp.status_code == 200
         assert resp.headers["content-encoding"] == "gzip"
         assert int(resp.headers["content-length"]) < len(BIG_TEXT) // 4
-        assert resp.text == BIG_TEXT  # httpx decompressed it: the bytes are intact
+        assert resp.text == BIG_TEXT  # the client decompressed it: the bytes are intact
 
         denied = client.get("/big", headers={"Accept-Encoding": "gzip"})
         assert denied.status_code == 401

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import uvicorn
 from fastapi import FastAPI
@@ -90,8 +90,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 @pytest.fixture
-def client(served: Served) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=served.base_url, timeout=10) as c:
+def client(served: Served) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=served.base_url, timeout=10) as c:
         yield c
 
 
@@ -115,13 +115,13 @@ def get(path: str, *extra: str) -> bytes:
     return "\r\n".join(lines).encode("latin-1")
 
 
-def test_key_gets_200(client: httpx.Client, served: Served) -> None:
+def test_key_gets_200(client: httpx2.Client, served: Served) -> None:
     resp = client.get("/items", headers={"X-API-Key": served.reader})
     assert resp.status_code == 200
     assert resp.json() == {"subject": "alice", "client": HOST}
 
 
-def test_no_key_gets_401(client: httpx.Client) -> None:
+def test_no_key_gets_401(client: httpx2.Client) -> None:
     resp = client.get("/items")
     assert resp.status_code == 401
     assert resp.headers["www-authenticate"].startswith("ApiKey ")
@@ -131,7 +131,7 @@ def test_no_key_gets_401(client: httpx.Client) -> None:
     assert bad.json()["error"] == "invalid_token"
 
 
-def test_missing_scope_gets_403(client: httpx.Client, served: Served) -> None:
+def test_missing_scope_gets_403(client: httpx2.Client, served: Served) -> None:
     resp = client.get("/admin", headers={"X-API-Key": served.reader})
     assert resp.status_code == 403
     assert 'scope="admin"' in resp.headers["www-authenticate"]
@@ -139,13 +139,13 @@ def test_missing_scope_gets_403(client: httpx.Client, served: Served) -> None:
     assert ok.json() == {"admin": "root"}
 
 
-def test_public_health(client: httpx.Client) -> None:
+def test_public_health(client: httpx2.Client) -> None:
     resp = client.get("/health")
     assert resp.status_code == 200
     assert resp.json() == {"ok": True}
 
 
-def test_many_requests_over_one_connection(client: httpx.Client, served: Served) -> None:
+def test_many_requests_over_one_connection(client: httpx2.Client, served: Served) -> None:
     for _ in range(10):
         assert client.get("/items", headers={"X-API-Key": served.reader}).status_code == 200
         assert client.get("/items").status_code == 401
@@ -178,7 +178,7 @@ def test_two_api_key_headers_are_a_400(served: Served) -> None:
     assert raw_request(served.port, request)[0] == 400
 
 
-def test_authorization_header_and_two_of_them(served: Served, client: httpx.Client) -> None:
+def test_authorization_header_and_two_of_them(served: Served, client: httpx2.Client) -> None:
     ok = client.get("/items", headers={"Authorization": f"ApiKey {served.reader}"})
     assert ok.status_code == 200
     request = get(

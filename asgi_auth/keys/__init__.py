@@ -1,4 +1,4 @@
-"""Key stores for `APIKeyAuth`. `RedisKeyStore` comes with the `redis` extra."""
+"""Key stores for `APIKeyAuth`: in memory, and SQLite for one host."""
 
 from .base import IssuedKey, KeyRecord, KeyStore
 from .format import DEFAULT_PREFIX

@@ -93,7 +93,7 @@ class KeyStore(ABC):
         """The record for `key_id`, or None."""
 
     async def aget(self, key_id: str) -> KeyRecord | None:
-        """Async `get`. Stores with a truly async client (Redis) override it."""
+        """Async `get`. Stores with a truly async client override it."""
         return self.get(key_id)
 
     @abstractmethod

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The suite on the lowest versions that pyproject.toml declares for the core and the demo
+# (scripts/lowest.py), in a brand-new virtualenv: a lower bound that no longer works fails
+# here instead of on a user's machine. The test tools themselves are left to pip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d -t authgate-lowest-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+bash scripts/venv.sh "$work/venv"
+PY=$work/venv/bin/python
+"$PY" scripts/lowest.py >"$work/constraints.txt"
+echo "lowest versions: $(tr '\n' ' ' <"$work/constraints.txt")"
+"$PY" -m pip install --disable-pip-version-check -q -c "$work/constraints.txt" \
+    -e '.[test,demo,bench]'
+"$PY" -m pip check
+"$PY" -m pytest -q -p no:cacheprovider "$@"
