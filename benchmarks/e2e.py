@@ -202,17 +202,16 @@ class ServerSetup:
             uvicorn_http="httptools" if _installed("httptools") else "h11",
         )
 
-    def command(self, app: App, port: int) -> list[str]:
+    def command(self, app: App, fd: int) -> list[str]:
+        """The server's command line; it serves on the listening socket `fd` it inherits."""
         if app.server == "uvicorn":
             return [
                 sys.executable,
                 "-m",
                 "uvicorn",
                 app.app,
-                "--host",
-                HOST,
-                "--port",
-                str(port),
+                "--fd",
+                str(fd),
                 "--workers",
                 "1",
                 "--loop",
@@ -236,7 +235,7 @@ class ServerSetup:
             "--worker-class",
             "sync",
             "--bind",
-            f"{HOST}:{port}",
+            f"fd://{fd}",
             "--log-level",
             "warning",
             app.app,
@@ -251,34 +250,39 @@ class ServerSetup:
         }
 
 
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports: all bound at once, so the kernel cannot hand one out twice."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind((HOST, 0))
-        return [int(s.getsockname()[1]) for s in socks]
+def listener() -> socket.socket:
+    """A socket listening on a free port of HOST, for a server to inherit: bound here and
+    never let go, no other process can take the port before the server serves on it (or
+    answer in its place while it starts)."""
+    sock = socket.socket()
+    try:
+        sock.bind((HOST, 0))
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class Server:
     """One server subprocess in its own session, so that stopping it stops its workers."""
 
-    def __init__(
-        self, app: App, port: int, setup: ServerSetup, env: dict[str, str], logdir: Path
-    ) -> None:
+    def __init__(self, app: App, setup: ServerSetup, env: dict[str, str], logdir: Path) -> None:
         self.app = app
-        self.port = port
-        self.url = f"http://{HOST}:{self.port}{PATH}"
         self.log = logdir / f"{app.id}.log"
-        with self.log.open("wb") as log:
+        with listener() as sock, self.log.open("wb") as log:
+            self.port = int(sock.getsockname()[1])
+            self.url = f"http://{HOST}:{self.port}{PATH}"
+            # The child gets its own copy of the socket; ours closes once it has started.
             self.proc = subprocess.Popen(
-                setup.command(app, self.port),
+                setup.command(app, sock.fileno()),
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                pass_fds=[sock.fileno()],
             )
 
     def wait_ready(self, deadline: float) -> None:
@@ -330,8 +334,8 @@ def serving(apps: Sequence[App], setup: ServerSetup, env: dict[str, str]) -> Ite
     servers: list[Server] = []
     with tempfile.TemporaryDirectory(prefix="authgate-e2e-logs-") as logdir:
         try:
-            for app, port in zip(apps, free_ports(len(apps)), strict=True):
-                servers.append(Server(app, port, setup, env, Path(logdir)))
+            for app in apps:
+                servers.append(Server(app, setup, env, Path(logdir)))
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
             for s in servers:
                 s.wait_ready(deadline)
