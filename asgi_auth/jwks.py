@@ -215,6 +215,14 @@ class KeySet:
         self.last_failure = now
         self.failing = True
 
+    def failed_first(self, now: float) -> bool:
+        """`failed`, and whether this is the first failure in `retry_interval`: one check
+        and write under the lock, so of many threads sharing one failure one logs it."""
+        with self._merge:
+            first = now - self.last_failure >= self.retry_interval
+            self.failed(now)
+        return first
+
     def expire_missing(self, now: float) -> None:
         """Drop keys absent from the issuer's answers for longer than the grace."""
         if self._overdue(now):  # checked again under the lock, where it can change

@@ -513,15 +513,13 @@ class JWTAuth:
             try:
                 uri = yield from self._metadata.endpoint("jwks_uri")
             except (EffectFailed, ServiceUnavailable) as exc:
-                later = self._clock()
-                if later - keyset.last_failure >= keyset.retry_interval:  # once, not per waiter
+                if keyset.failed_first(self._clock()):  # once, not per waiter
                     log.warning(
                         "OpenID discovery failed: iss=%s error=%s stale_keys=%s",
                         self.issuer,
                         exc.reason,
                         keyset.usable(now),
                     )
-                keyset.failed(later)
                 return
         if keyset.generation != generation:
             return  # another request refreshed the keys while this one waited
