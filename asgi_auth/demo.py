@@ -86,6 +86,7 @@ def run_demo(*, host: str = "127.0.0.1", port: int = 8000, db: str = "authgate-d
         sock.close()
         print(f"authgate demo: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
         return 1
+    sock.listen(128)  # connections made once the banner is out wait for the server
     port = sock.getsockname()[1]
     store = SQLiteKeyStore(db)
     full = store.create("demo-admin", ["items:read", "items:write"])

@@ -136,7 +136,10 @@ class OIDCProvider:
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._output: collections.deque[str] = collections.deque(maxlen=200)
         self._threads: list[threading.Thread] = []
-        self._http = httpx2.Client(timeout=HTTP_TIMEOUT, trust_env=False)
+        # Keep-alive shorter than node's 5 s: a reused connection is never one it is closing.
+        self._http = httpx2.Client(
+            timeout=HTTP_TIMEOUT, trust_env=False, limits=httpx2.Limits(keepalive_expiry=1.0)
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -220,9 +220,9 @@ def test_claims_are_checked(
     assert err.description == description
 
 
-def test_leeway_applies(idp: IdP, es: JWTAuth) -> None:
-    assert check(es, idp.token(exp=int(time.time()) - 5)).subject == "user-1"
-    assert check(es, idp.token(nbf=int(time.time()) + 5)).subject == "user-1"
+def test_leeway_applies(idp: IdP, es: JWTAuth, clock: Clock) -> None:
+    assert check(es, idp.token(exp=int(clock.now) - 5)).subject == "user-1"
+    assert check(es, idp.token(nbf=int(clock.now) + 5)).subject == "user-1"
 
 
 def test_audience_list_and_required_claims(idp: IdP, clock: Clock) -> None:
@@ -462,7 +462,10 @@ def test_a_token_respelled_in_the_standard_alphabet_is_refused(rsa_idp: IdP) -> 
     # re-spelled signature would still verify: the token must be refused as malformed.
     auth = JWTAuth(rsa_idp.issuer, "api", algorithms=["RS256"])
     app = AuthMiddleware(_app(), authenticators=[auth])
-    token = next(t for t in (rsa_idp.token(n=i) for i in range(50)) if "-" in t or "_" in t)
+    # A signature with a '-' or '_' to re-spell (the payload's would be another error).
+    token = next(
+        t for t in (rsa_idp.token(n=i) for i in range(50)) if {"-", "_"} & set(t.split(".")[2])
+    )
     i = max(token.rfind("-"), token.rfind("_"))
     respelled = token[:i] + {"-": "+", "_": "/"}[token[i]] + token[i + 1 :]
     with _client(app) as c:

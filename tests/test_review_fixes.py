@@ -4,6 +4,7 @@ or answer differently depending on earlier requests."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import jwt
@@ -76,7 +77,7 @@ def _jwt_app(**kw: Any) -> TestClient:
 
 
 def _token(**claims: Any) -> str:
-    body = {"iss": "svc", "aud": "api", "sub": "s", "exp": 2_000_000_000, **claims}
+    body = {"iss": "svc", "aud": "api", "sub": "s", "exp": int(time.time()) + 3600, **claims}
     return jwt.encode(body, SECRET, algorithm="HS256")
 
 
@@ -156,7 +157,7 @@ def test_refused_token_fields_cannot_forge_log_lines(caplog: pytest.LogCaptureFi
     kid = "k1\nINFO asgi_auth: authentication ok sub=admin"
     sub = "eve sub=admin \x1b[2J"
     forged = jwt.encode(
-        {"iss": "svc", "aud": "api", "sub": sub, "exp": 2_000_000_000},
+        {"iss": "svc", "aud": "api", "sub": sub, "exp": int(time.time()) + 3600},
         b"w" * 32,  # not the secret: refused for its signature
         algorithm="HS256",
         headers={"kid": kid},
