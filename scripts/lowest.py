@@ -5,6 +5,10 @@ the code, and their bounds are not a promise to users.
 
 Every pinned dependency must declare a lower bound: one without would let the
 lowest-versions run test whatever pip picks, and leave the bound unchecked.
+
+`--core` prints the core's own lowest versions only: where a test or bench package needs
+a newer release of a core dependency (joserfc and cryptography), the run installs those
+over it afterwards, so that the core's bounds are the ones tested.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ def _key(version: str) -> tuple[int, ...]:
 def main() -> int:
     project = tomllib.loads(PYPROJECT.read_text())["project"]
     requirements = list(project["dependencies"])
-    for reqs in project["optional-dependencies"].values():
-        requirements += reqs
+    if "--core" not in sys.argv[1:]:
+        for reqs in project["optional-dependencies"].values():
+            requirements += reqs
     pins: dict[str, str] = {}
     try:
         for requirement in requirements:
