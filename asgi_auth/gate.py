@@ -26,6 +26,7 @@ from .errors import (
 from .identity import Identity
 from .jose import peek_payload
 from .resource import ProtectedResource
+from .routing import RoutePath
 from .rules import Access, Decision, Rule, Rules
 
 ErrorHook = Callable[[AuthError, RequestInfo], "ErrorResponse | None"]
@@ -49,6 +50,11 @@ class GateOptions(TypedDict, total=False):
     - `required_scopes`: scopes every protected request needs.
     - `default`: access for paths no rule covers (`"protected"`).
     - `case_sensitive_paths`: match rules case-sensitively (default True).
+    - `route_path`: which path the rules judge (see `asgi_auth.routing`): `"auto"`
+      (default: the path the app's router dispatches on, below `root_path` for most,
+      the whole path for Falcon, below `FORCE_SCRIPT_NAME` for Django), `"root_path"`
+      (below `root_path`; WSGI: `PATH_INFO`) or `"full"` (the whole path; WSGI:
+      `SCRIPT_NAME` + `PATH_INFO`).
     - `realm`: the realm in `WWW-Authenticate` challenges.
     - `allow_cors_preflight`: let a CORS preflight (`OPTIONS` with `Origin` and
       `Access-Control-Request-Method`) through unauthenticated, so CORS works when
@@ -67,6 +73,7 @@ class GateOptions(TypedDict, total=False):
     required_scopes: Iterable[str]
     default: Access
     case_sensitive_paths: bool
+    route_path: RoutePath
     realm: str
     allow_cors_preflight: bool
     require_https: bool
@@ -90,6 +97,7 @@ class Gate:
         required_scopes: Iterable[str] = (),
         default: Access = "protected",
         case_sensitive_paths: bool = True,
+        route_path: RoutePath = "auto",
         realm: str = "api",
         allow_cors_preflight: bool = True,
         require_https: bool = False,
@@ -108,6 +116,9 @@ class Gate:
             raise TypeError("public_paths/optional_paths take a list of paths, not a string")
         if max_credential_bytes < 64:
             raise ValueError("max_credential_bytes must be at least 64")
+        if route_path not in ("auto", "root_path", "full"):
+            raise ValueError(f"route_path must be 'auto', 'root_path' or 'full': {route_path!r}")
+        self.route_path = route_path
         self.log = logger
         self.rules = Rules(
             public_paths=public_paths,

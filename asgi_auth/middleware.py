@@ -12,6 +12,8 @@ from .errors import AuthError, ErrorResponse, MissingCredentials
 from .flow import AsyncDriver
 from .gate import Gate, GateOptions
 from .identity import ANONYMOUS, ANONYMOUS_USER
+from .routing import below_root, path_reader
+from .rules import strictest
 from .types import ASGIApp, Receive, Scope, Send
 
 logger = logging.getLogger("asgi_auth")
@@ -50,6 +52,8 @@ class AuthMiddleware:
         self._decide = self.gate.rules.decide
         self._extract = self.gate.extract
         self._resource_path = self.gate.resource_path
+        # None: the usual reading, below root_path; else the app routes another way.
+        self._read_path = path_reader(app, self.gate.route_path)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -61,12 +65,19 @@ class AuthMiddleware:
         if method != "GET" and not method.isupper():
             # Servers pass `post` through and frameworks route it as POST: rules must too.
             method = method.upper()
-        path = _route_path(scope) if scope.get("root_path") else scope["path"]
+        root = scope.get("root_path")
+        if root or self._read_path is not None:
+            path, other = (self._read_path or below_root)(scope, root or "")
+        else:
+            path = scope["path"]
+            other = None
         if path == self._resource_path and method in ("GET", "HEAD") and kind == "http":
             assert gate.resource_response is not None
             await _respond(gate.resource_response, send)
             return
         decision = self._decide(method, path)
+        if other is not None:  # the path reads two ways: the stricter answer wins
+            decision = strictest((decision, self._decide(method, other)))
         if decision.access == "public":
             scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
             await self.app(scope, receive, send)
@@ -157,23 +168,6 @@ async def _respond(response: ErrorResponse, send: Send) -> None:
 def _client(scope: Scope) -> str | None:
     client = scope.get("client")
     return client[0] if client else None
-
-
-def _route_path(scope: Scope) -> str:
-    """The path the app routes on: `scope["path"]` without the `root_path` prefix.
-
-    ASGI servers put `root_path` (`--root-path`, a `Mount`) in front of `path`, and
-    routers strip it again (Starlette's `get_route_path`), so rules match the same path
-    the router does and work the same as under WSGI (`PATH_INFO`).
-    """
-    path: str = scope["path"]
-    root: str = scope.get("root_path") or ""
-    if root and path.startswith(root):
-        if len(path) == len(root):
-            return "/"
-        if path[len(root)] == "/":
-            return path[len(root) :]
-    return path
 
 
 def _url(gate: Gate, scope: Scope, found: dict[str, str]) -> str:

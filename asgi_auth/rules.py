@@ -76,15 +76,47 @@ def _resolve(path: str) -> str:
     return "/" + "/".join(out)
 
 
+def _collapse(path: str) -> str:
+    """Runs of slashes made one, dot segments kept (Werkzeug, Falcon and Litestar route
+    `//admin/..` as `/admin/..`, a `..` page under `/admin`)."""
+    while "//" in path:
+        path = path.replace("//", "/")
+    return path
+
+
+def _no_params(path: str) -> str:
+    """`;params` dropped from each segment (Tomcat-style servers and proxies)."""
+    return "/".join(seg.split(";", 1)[0] for seg in path.split("/"))
+
+
+# Each is one way some server, proxy or router reads a path, with the mark that tells
+# whether it changes anything; a router may apply any of them, in any order, so the
+# readings are every combination (their closure).
+_READINGS = (
+    ("\\", lambda p: p.replace("\\", "/")),
+    ("#", lambda p: p.split("#", 1)[0]),
+    (";", _no_params),
+    ("%", unquote),
+    ("//", _collapse),
+    ("/.", _resolve),
+    ("//", _resolve),
+)
+_MAX_READINGS = 64  # a bound on the closure (and its cost); real paths give a dozen at most
+
+
 def _variants(path: str) -> set[str]:
     """Every reading of a non-canonical path some server or framework might act on."""
-    variants = {path, _resolve(path)}
-    p = path.replace("\\", "/").split("#", 1)[0]
-    p = "/".join(seg.split(";", 1)[0] for seg in p.split("/"))
-    variants.add(_resolve(p))
-    decoded = unquote(p)
-    variants.add(decoded)
-    variants.add(_resolve(decoded.replace("\\", "/")))
+    variants = {path}
+    todo = [path]
+    while todo and len(variants) < _MAX_READINGS:
+        current = todo.pop()
+        for mark, reading in _READINGS:
+            if mark not in current:
+                continue
+            v = reading(current)
+            if v not in variants:
+                variants.add(v)
+                todo.append(v)
     return {v if v.startswith("/") else "/" + v for v in variants}
 
 
@@ -142,6 +174,9 @@ class Rules:
         for entries in table.values():
             entries.sort(key=lambda e: e[0] is None)
         self._table = table
+        # Only a path's first `_depth` segments can match a rule: `_match` starts there,
+        # so a long path costs one scan, not one slice per segment.
+        self._depth = max((k.count("/") for k in table if k != "/"), default=1)
         self._by_method = any(m is not None for e in table.values() for m, _ in e)
         # Paths repeat: most requests answer from this memo with one dict lookup. Bounded
         # in entries and in key length, so odd paths cannot grow it.
@@ -158,6 +193,13 @@ class Rules:
     def _match(self, method: str, path: str) -> Decision:
         table = self._table
         p = _strip(path)
+        cut = 0
+        for _ in range(self._depth):
+            cut = p.find("/", cut + 1)
+            if cut < 0:
+                break
+        else:
+            p = p[:cut]
         while True:
             entries = table.get(p)
             if entries is not None:
@@ -188,7 +230,15 @@ class Rules:
             path = path.lower()
         if is_canonical(path):
             return self._match(method, path)
-        decisions = [self._match(method, v) for v in _variants(path)]
-        access = max((d.access for d in decisions), key=_ORDER.__getitem__)
-        scopes = frozenset().union(*(d.scopes for d in decisions))
-        return Decision(access, scopes if access != "public" else frozenset())
+        return strictest([self._match(method, v) for v in _variants(path)])
+
+
+def strictest(decisions: Iterable[Decision]) -> Decision:
+    """One decision as strict as each of `decisions`: the most closed access, and every
+    scope any of them requires. Where readings of a request disagree, this is the answer."""
+    decisions = list(decisions)
+    if len(decisions) == 1:
+        return decisions[0]
+    access = max((d.access for d in decisions), key=_ORDER.__getitem__)
+    scopes = frozenset().union(*(d.scopes for d in decisions))
+    return Decision(access, scopes if access != "public" else frozenset())

@@ -19,7 +19,7 @@ import tomllib
 from pathlib import Path
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
-TOOLS = {"pytest", "mypy", "ruff", "types-cachetools"}
+TOOLS = {"pytest", "hypothesis", "mypy", "ruff", "types-cachetools"}
 _REQ = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(.*?)\s*(?:;.*)?$")
 
 

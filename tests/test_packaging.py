@@ -81,9 +81,10 @@ def test_core_dependencies_are_exactly_what_the_core_imports() -> None:
                 assert imports <= core_imports | extra | {IMPORT_NAMES.get(d, d) for d in core}
             else:
                 core_imports |= imports
-    # httpx is optional in asgi_auth.client (its Auth classes also serve httpx clients
-    # when httpx is there), so it is imported but never required.
-    assert core_imports - {"httpx"} == {IMPORT_NAMES.get(d, d) for d in core}
+    # Imported only where present, never required: httpx (asgi_auth.client's classes also
+    # serve httpx clients) and django (asgi_auth.routing reads a Django app's script
+    # prefix the way Django does, when the app it wraps is one).
+    assert core_imports - {"httpx", "django"} == {IMPORT_NAMES.get(d, d) for d in core}
     assert "starlette" not in core
     assert "starlette" in extras["demo"]
 

@@ -45,6 +45,9 @@ class AuthMiddleware:
         self.app = app
         self.gate = Gate(authenticators, logger=logger, public_paths=public_paths, **options)
         self._driver = SyncDriver()
+        # WSGI routers (Flask, Django, Falcon, Bottle) all dispatch on PATH_INFO; "full"
+        # judges the whole path instead, mount point (SCRIPT_NAME) included.
+        self._full_path = self.gate.route_path == "full"
         # CGI-style environ keys (RFC 3875 §4.1.18) for each header the gate needs.
         self._wanted = [
             ("HTTP_" + name.upper().replace("-", "_"), name) for name in sorted(self.gate.wanted)
@@ -56,7 +59,7 @@ class AuthMiddleware:
         if method != "GET" and not method.isupper():
             # Servers pass `post` through and frameworks route it as POST: rules must too.
             method = method.upper()
-        path = _path(environ)
+        path = _path(environ, self._full_path)
         if path == gate.resource_path and method in ("GET", "HEAD"):
             assert gate.resource_response is not None
             return _respond(gate.resource_response, start_response)
@@ -113,8 +116,10 @@ _REASONS = {
 }
 
 
-def _path(environ: WSGIEnvironment) -> str:
+def _path(environ: WSGIEnvironment, full: bool) -> str:
     path: str = environ.get("PATH_INFO", "") or "/"
+    if full:
+        path = (environ.get("SCRIPT_NAME", "") + path) or "/"
     if not path.isascii():
         # PEP 3333 hands over the raw bytes as latin-1; match on the UTF-8 text.
         path = path.encode("latin-1").decode("utf-8", "replace")
