@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.x509 import load_pem_x509_certificate
 
 from .errors import InvalidToken
+from .strict_json import DECODER, scan_once
 
 # '-' and '_' become the standard alphabet's '+' and '/'; a '+' or '/' in the token itself
 # becomes '!', which strict decoding refuses: base64url has no '+' or '/' (RFC 4648 §5),
@@ -89,27 +90,20 @@ class TokenError(InvalidToken):
     scheme = "Bearer"
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")  # NaN and Infinity: Python accepts, RFC 8259 not
-
-
-_decoder = json.JSONDecoder(parse_constant=_no_constants)
-_scan: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
-
-
 def json_segment(segment: str | bytes, what: str) -> dict[str, Any]:
     """A base64url segment holding a JSON object, or `TokenError`."""
     value: Any = None
     try:
         text = b64decode(segment).decode("utf-8")
         # The C scanner alone; the full decoder only when the scanner stops short, or
-        # cannot start: JSON allows whitespace around the value.
+        # cannot start: JSON allows whitespace around the value. Both strict: no NaN or
+        # infinity (see strict_json).
         try:
-            value, end = _scan(text, 0)
+            value, end = scan_once(text, 0)
         except StopIteration:
             end = -1
         if end != len(text):
-            value = _decoder.decode(text)
+            value = DECODER.decode(text)
     except (binascii.Error, ValueError, RecursionError):
         value = None
     # Raised here, not in the handler: a decoding error holds the decoded segment (which

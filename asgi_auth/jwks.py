@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import strict_json
 from .http import HTTPResult
 from .jose import VerifyKey, jwk_to_key
 
@@ -47,8 +48,8 @@ def parse_jwks(content: bytes) -> dict[str, VerifyKey]:
     """Usable signature keys of a JWKS document, by `kid` (or by public members when a
     key has none). Unusable single keys are skipped; a document with none is an error."""
     try:
-        doc = json.loads(content)
-    except (ValueError, RecursionError):
+        doc = strict_json.loads(content)
+    except ValueError:
         raise JWKSError("JWKS is not JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise JWKSError("JWKS has no keys array")
