@@ -217,6 +217,11 @@ class DPoPVerifier:
             raise
         except AuthError:
             raise DPoPError("malformed DPoP proof", reason="dpop_malformed") from None
+        # The binding before the signature: a thumbprint comparison is cheap, a signature
+        # check with any key a client sends is not, and a proof whose key is not the
+        # token's is refused either way (RFC 9449 §4.3 point 12, §7.1).
+        if jkt is not None and jkt != proof_jkt:
+            raise DPoPError("DPoP proof key does not match the token binding", reason="dpop_jkt")
         if not key.verify(alg, f"{h}.{p}".encode("ascii"), signature):
             raise DPoPError("DPoP proof signature invalid", reason="dpop_signature")
         if claims.get("htm") != method:
@@ -236,8 +241,6 @@ class DPoPVerifier:
             raise DPoPError("DPoP proof iat outside the accepted window", reason="dpop_iat")
         if access_token is not None and claims.get("ath") != access_token_hash(access_token):
             raise DPoPError("DPoP proof ath does not match the token", reason="dpop_ath")
-        if jkt is not None and jkt != proof_jkt:
-            raise DPoPError("DPoP proof key does not match the token binding", reason="dpop_jkt")
         if self.require_nonce and not self._nonce_ok(claims.get("nonce")):
             raise UseDPoPNonce(self.current_nonce())
         jti = claims.get("jti")

@@ -41,6 +41,14 @@ _EC_CURVES = {
     "ES256K": "secp256k1",
 }
 _EC_SIZES = {"secp256r1": 32, "secp384r1": 48, "secp521r1": 66, "secp256k1": 32}
+#: RSA keys: a modulus of 2048 bits at least (RFC 7518 §3.3) and at most 8192 (a check
+#: costs about the square of its size), and an odd public exponent from 3 up to 33 bits
+#: (BoringSSL's bound; keys in use have 65537). A check costs about one multiplication
+#: per bit of the exponent: with a 3071-bit one (any client may send such a DPoP `jwk`)
+#: a 3072-bit check took ~5 ms, with 65537 ~0.09 ms.
+RSA_MIN_BITS = 2048
+RSA_MAX_BITS = 8192
+RSA_MAX_EXPONENT_BITS = 33
 
 #: Every algorithm authgate verifies. `none` is not, and never will be, among them.
 ALGORITHMS = frozenset(
@@ -161,8 +169,14 @@ class VerifyKey:
         if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)):
             key = key.public_key()
         if isinstance(key, rsa.RSAPublicKey):
-            if key.key_size < 2048:
-                raise ValueError("RSA keys must be at least 2048 bits")
+            if not RSA_MIN_BITS <= key.key_size <= RSA_MAX_BITS:
+                raise ValueError(f"RSA keys must have {RSA_MIN_BITS} to {RSA_MAX_BITS} bits")
+            e = key.public_numbers().e
+            if e < 3 or not e & 1 or e.bit_length() > RSA_MAX_EXPONENT_BITS:
+                raise ValueError(
+                    f"RSA public exponents must be odd, 3 or more, of {RSA_MAX_EXPONENT_BITS}"
+                    " bits at most"
+                )
             self.kty = "RSA"
         elif isinstance(key, ec.EllipticCurvePublicKey):
             self.kty = "EC"

@@ -14,8 +14,8 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from asgi_auth import AuthMiddleware, IntrospectionAuth, JWTAuth
-from asgi_auth.dpop import DPoPVerifier, normalize_htu, thumbprint
-from tests.dpop_client import DPoPKey
+from asgi_auth.dpop import DPoPError, DPoPVerifier, normalize_htu, thumbprint
+from tests.dpop_client import DPoPKey, rsa_key_with_exponent
 from tests.idp import IdP, running_idp
 
 URL = "http://testserver/me"
@@ -156,6 +156,44 @@ def test_server_nonce(idp: IdP) -> None:
         nonce = r.headers["dpop-nonce"]
         r = c.get("/me", headers={**auth, "DPoP": key.proof("GET", URL, token, nonce=nonce)})
         assert r.status_code == 200
+
+
+def test_a_proof_key_with_a_huge_rsa_exponent_is_refused(idp: IdP) -> None:
+    # Each check with a 3071-bit exponent cost ~5-9 ms: a cheap way to burn the server's
+    # CPU. Refused even when the token is bound to that very key and the proof is valid.
+    key = DPoPKey(*rsa_key_with_exponent(2048, 2047), alg="RS256")
+    token = idp.token(cnf={"jkt": key.jkt})
+    with client(idp) as c:
+        r = c.get(
+            "/me", headers={"Authorization": f"DPoP {token}", "DPoP": key.proof("GET", URL, token)}
+        )
+    _expect(r, "invalid_dpop_proof")
+    assert r.json()["error_description"] == "DPoP proof jwk is unusable"
+    usual = DPoPKey(*rsa_key_with_exponent(2048, 17), alg="RS256")  # e = 65537
+    token = idp.token(cnf={"jkt": usual.jkt})
+    with client(idp) as c:
+        r = c.get(
+            "/me",
+            headers={"Authorization": f"DPoP {token}", "DPoP": usual.proof("GET", URL, token)},
+        )
+    assert r.status_code == 200, r.text
+
+
+def test_the_binding_is_compared_before_the_signature_is_checked() -> None:
+    # A proof made with another key than the token's is refused without the costly step.
+    key, other = DPoPKey(), DPoPKey()
+    h, p, _ = other.proof("GET", URL, "tok").split(".")
+    foreign = other.proof("GET", URL, "tok").split(".")[2]  # a signature of another proof
+    with pytest.raises(DPoPError) as info:
+        DPoPVerifier().verify(
+            f"{h}.{p}.{foreign}", method="GET", url=URL, access_token="tok", jkt=key.jkt
+        )
+    assert info.value.reason == "dpop_jkt"  # before: dpop_signature, checked first
+    with pytest.raises(DPoPError) as info:  # the signature still counts for its own key
+        DPoPVerifier().verify(
+            f"{h}.{p}.{foreign}", method="GET", url=URL, access_token="tok", jkt=other.jkt
+        )
+    assert info.value.reason == "dpop_signature"
 
 
 def test_introspected_dpop_token(idp: IdP) -> None:
