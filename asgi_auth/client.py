@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import threading
 import time
@@ -29,6 +28,7 @@ import httpx2
 import jwt as pyjwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from . import strict_json
 from .dpop import access_token_hash, b64url, normalize_htu, thumbprint
 
 __all__ = ["APIKey", "ClientCredentials", "DPoPKey", "TokenError", "pkce_pair"]
@@ -271,7 +271,7 @@ def _origin(url: str) -> str:
 
 def _json(response: httpx2.Response) -> dict[str, Any]:
     try:
-        data = json.loads(response.content)
-    except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
+        data = strict_json.loads(response.content)
+    except ValueError:  # also NaN and infinities: `expires_in: Infinity` kept a token forever
         return {}
     return data if isinstance(data, dict) else {}

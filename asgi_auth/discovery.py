@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from functools import partial
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from . import strict_json
 from .errors import ServiceUnavailable
 from .flow import Effect, Flow
 from .http import HTTP, require_secure_url
@@ -86,8 +86,8 @@ class Metadata:
             if result.status != 200:
                 raise self._unavailable("discovery_failed")
             try:
-                doc = json.loads(result.content)
-            except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
+                doc = strict_json.loads(result.content)
+            except ValueError:  # also NaN, infinities and too deep nesting
                 doc = None
             # RFC 8414 §3.3 / OIDC Discovery §4.3: the document must name this issuer.
             if not isinstance(doc, dict) or doc.get("issuer") != self.issuer:

@@ -10,6 +10,7 @@ in the method, the URL and the header; a replay cache (pluggable, bounded) remem
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 import threading
@@ -126,8 +127,10 @@ class DPoPVerifier:
       challenge);
     - `max_age` / `leeway`: how old, and how far in the future, a proof's `iat` may be;
     - `replay_cache`: where `jti`s are remembered (in-process by default);
-    - `require_nonce`: demand server-issued nonces (RFC 9449 §8-9), rotated every
-      `nonce_lifetime` seconds; the previous nonce stays good for one more period.
+    - `require_nonce`: demand server-issued nonces (RFC 9449 §8-9). A nonce is good for
+      its `nonce_lifetime` period and the next one, however quiet the server; it is
+      derived from `nonce_secret` (32 bytes or more; random per process by default), so
+      every process given the same secret issues and accepts the same nonces.
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class DPoPVerifier:
         replay_cache: ReplayCache | None = None,
         require_nonce: bool = False,
         nonce_lifetime: float = 300.0,
+        nonce_secret: bytes | None = None,
         max_proof_bytes: int = 8192,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -148,6 +152,12 @@ class DPoPVerifier:
             raise ValueError(f"DPoP algorithms must be asymmetric, not {sorted(bad)}")
         require_durations("DPoPVerifier", max_age=max_age, leeway=leeway)
         require_timeouts("DPoPVerifier", nonce_lifetime=nonce_lifetime)
+        if nonce_secret is None:
+            nonce_secret = secrets.token_bytes(32)
+        elif type(nonce_secret) is not bytes:
+            raise TypeError("nonce_secret must be bytes")
+        elif len(nonce_secret) < 32:  # RFC 2104 §3: not shorter than the hash output
+            raise ValueError("nonce_secret must be at least 32 bytes")
         self.algorithms = frozenset(algs)
         self.algs_param = " ".join(algs)
         self.max_age = max_age
@@ -158,19 +168,38 @@ class DPoPVerifier:
         self._clock = clock
         self.replay_cache = replay_cache or MemoryReplayCache(clock=clock)
         self._headers: dict[str, tuple[str, VerifyKey, str]] = {}
+        self._nonce_secret = nonce_secret
+        self._nonce_label = f"authgate DPoP-Nonce {float(nonce_lifetime)!r} "
+        # (period, its nonce, the previous period's): replaced whole, never mutated.
         self._nonces: tuple[float, str, str] = (float("-inf"), "", "")
 
-    def current_nonce(self) -> str:
+    def _nonce_for(self, period: int) -> str:
+        # Derived from the secret and the period, never stored: every process holding the
+        # secret issues and accepts the same nonces, and as a proof's nonce is compared
+        # with those of this period and the last only, none outlives them, however long
+        # the server was quiet.
+        message = (self._nonce_label + str(period)).encode("ascii")
+        return b64url(hmac.digest(self._nonce_secret, message, "sha256"))
+
+    def _nonces_now(self) -> tuple[float, str, str]:
         period = int(self._clock() // self.nonce_lifetime)
-        started, current, _previous = self._nonces
-        if started != period:
-            self._nonces = (period, secrets.token_urlsafe(24), current)
-        return self._nonces[1]
+        memo = self._nonces
+        if memo[0] != period:  # once per period (per process), not per request
+            previous = memo[1] if memo[0] == period - 1 else self._nonce_for(period - 1)
+            self._nonces = memo = (period, self._nonce_for(period), previous)
+        return memo
+
+    def current_nonce(self) -> str:
+        """The nonce to hand out now (`DPoP-Nonce`)."""
+        return self._nonces_now()[1]
 
     def _nonce_ok(self, nonce: object) -> bool:
-        current = self.current_nonce()
-        previous = self._nonces[2]
-        return type(nonce) is str and bool(nonce) and nonce in (current, previous)
+        """The nonce of this period or the previous one, and no other (RFC 9449 §9)."""
+        _, current, previous = self._nonces_now()
+        if type(nonce) is not str or not nonce.isascii():  # compare_digest takes ASCII only
+            return False
+        # Both compared, in constant time: no timing tells how close a guess came.
+        return hmac.compare_digest(nonce, current) | hmac.compare_digest(nonce, previous)
 
     def _header(self, segment: str) -> tuple[str, VerifyKey, str]:
         known = self._headers.get(segment)
@@ -217,6 +246,11 @@ class DPoPVerifier:
             raise
         except AuthError:
             raise DPoPError("malformed DPoP proof", reason="dpop_malformed") from None
+        # The binding before the signature: a thumbprint comparison is cheap, a signature
+        # check with any key a client sends is not, and a proof whose key is not the
+        # token's is refused either way (RFC 9449 §4.3 point 12, §7.1).
+        if jkt is not None and jkt != proof_jkt:
+            raise DPoPError("DPoP proof key does not match the token binding", reason="dpop_jkt")
         if not key.verify(alg, f"{h}.{p}".encode("ascii"), signature):
             raise DPoPError("DPoP proof signature invalid", reason="dpop_signature")
         if claims.get("htm") != method:
@@ -236,8 +270,6 @@ class DPoPVerifier:
             raise DPoPError("DPoP proof iat outside the accepted window", reason="dpop_iat")
         if access_token is not None and claims.get("ath") != access_token_hash(access_token):
             raise DPoPError("DPoP proof ath does not match the token", reason="dpop_ath")
-        if jkt is not None and jkt != proof_jkt:
-            raise DPoPError("DPoP proof key does not match the token binding", reason="dpop_jkt")
         if self.require_nonce and not self._nonce_ok(claims.get("nonce")):
             raise UseDPoPNonce(self.current_nonce())
         jti = claims.get("jti")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -16,6 +15,7 @@ from urllib.parse import quote
 
 from cachetools import TLRUCache
 
+from . import strict_json
 from .authenticator import RequestInfo, require_durations, require_timeouts
 from .cache import HitCache
 from .discovery import Metadata
@@ -159,8 +159,8 @@ class IntrospectionAuth:
         if result.status != 200:
             raise _unavailable("introspection_status", {**ctx, "status": result.status})
         try:
-            answer = json.loads(result.content)
-        except (ValueError, RecursionError):  # RecursionError: deeply nested arrays
+            answer = strict_json.loads(result.content)
+        except ValueError:  # also NaN and infinities: `nbf: NaN` compared false with now
             answer = None
         if type(answer) is not dict or type(answer.get("active")) is not bool:
             # RFC 7662 §2.2: `active` is a JSON boolean. Anything else is a broken server,

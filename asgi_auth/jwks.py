@@ -11,14 +11,18 @@ does I/O itself.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import strict_json
 from .http import HTTPResult
 from .jose import VerifyKey, jwk_to_key
+
+log = logging.getLogger("asgi_auth")
 
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*\"?(\d+)")
 _PUBLIC_MEMBERS = ("kty", "crv", "n", "e", "x", "y")
@@ -47,8 +51,8 @@ def parse_jwks(content: bytes) -> dict[str, VerifyKey]:
     """Usable signature keys of a JWKS document, by `kid` (or by public members when a
     key has none). Unusable single keys are skipped; a document with none is an error."""
     try:
-        doc = json.loads(content)
-    except (ValueError, RecursionError):
+        doc = strict_json.loads(content)
+    except ValueError:
         raise JWKSError("JWKS is not JSON") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise JWKSError("JWKS has no keys array")
@@ -56,11 +60,14 @@ def parse_jwks(content: bytes) -> dict[str, VerifyKey]:
     for jwk in doc["keys"][:100]:
         if not isinstance(jwk, dict) or jwk.get("kty") == "oct":
             continue  # symmetric keys never come from a URL
+        if jwk.get("use") not in (None, "sig"):
+            continue  # encryption keys (often an alg we do not verify) are no concern here
         try:
             key = jwk_to_key(jwk)
-        except (ValueError, TypeError):
-            continue
-        if key.use not in (None, "sig"):
+        except (ValueError, TypeError) as exc:
+            # Skipped, the others still serve; logged, or its tokens' `unknown_kid` would
+            # hide why (say, an RSA exponent too large to verify with cheaply).
+            log.warning("JWKS key skipped: kid=%.100r reason=%.200s", jwk.get("kid"), exc)
             continue
         ident = (
             key.kid

@@ -390,8 +390,8 @@ class JWTAuth:
 
     def _identity(self, p: dict[str, Any], now: float) -> Identity:
         # Written flat, with exact type tests: this runs for every first-seen token.
-        # No NaN gets past the JSON decoder. 1e400 does, as inf: `exp` has a range check,
-        # and an infinite `nbf`/`iat` fails or means "long ago", as a huge finite one would.
+        # No NaN or infinity gets past the JSON decoder (strict_json); a huge int does:
+        # `exp` has a range check, and a huge `nbf`/`iat` fails or means "long ago".
         leeway = self.leeway
         exp = p.get("exp")
         if exp is None:

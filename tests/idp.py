@@ -68,6 +68,8 @@ class IdP:
         #: A path part of the issuer ("/tenant"), for discovery of an issuer with a path.
         self.issuer_path = ""
         self.discovery = "oidc"  # oidc | rfc8414 | none | wrong-issuer | nested | stall500
+        #: Members added to the discovery document (json.dumps writes float("nan") as NaN).
+        self.discovery_extra: dict[str, Any] = {}
         self.cache_control: str | None = "max-age=300"
         self.stall_event = threading.Event()
         self.fetches = 0
@@ -84,7 +86,8 @@ class IdP:
         self.clock: Callable[[], float] = time.time
         # RFC 7662 introspection: token -> answer; faults via introspect_mode.
         self.introspection: dict[str, dict[str, Any]] = {}
-        self.introspect_mode = "ok"  # ok | 500 | garbage | stall | string-true
+        self.introspect_mode = "ok"  # ok | 500 | garbage | stall | string-true | raw
+        self.introspect_raw = b""  # the answer's exact bytes in mode "raw"
         self.introspections = 0
         self.introspect_clients = {"rs": "rs-secret"}
         self.last_introspection: dict[str, Any] = {}
@@ -93,6 +96,7 @@ class IdP:
         self.token_requests = 0
         self.token_lifetime = 600
         self.token_nonce: str | None = None  # when set, DPoP proofs must carry it
+        self.token_answer_extra: dict[str, Any] = {}  # members added to token answers
 
     @property
     def base(self) -> str:
@@ -228,6 +232,7 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
             kid = next(iter(idp.keys))
             token = idp.token(kid, exp=int(idp.clock()) + idp.token_lifetime, **claims)
             answer = {"access_token": token, "token_type": kind, "expires_in": idp.token_lifetime}
+            answer |= idp.token_answer_extra
             return self._send(200, json.dumps(answer).encode())
 
         def do_POST(self) -> None:
@@ -261,6 +266,8 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, b"<html>", "text/html")
             if mode == "nested":  # valid JSON too deep for Python's parser
                 return self._send(200, b"[" * 100_000 + b"]" * 100_000)
+            if mode == "raw":
+                return self._send(200, idp.introspect_raw)
             answer = dict(idp.introspection.get(form.get("token", ""), {"active": False}))
             if mode == "string-true":
                 answer["active"] = "true"
@@ -292,6 +299,7 @@ def _handler(idp: IdP) -> type[BaseHTTPRequestHandler]:
                     "jwks_uri": idp.jwks_uri,
                     "introspection_endpoint": idp.base + "/introspect",
                     "token_endpoint": idp.base + "/token",
+                    **idp.discovery_extra,
                 }
                 return self._send(200, json.dumps(doc).encode())
             if self.path == "/jwks":

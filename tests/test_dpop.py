@@ -14,8 +14,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from asgi_auth import AuthMiddleware, IntrospectionAuth, JWTAuth
-from asgi_auth.dpop import DPoPVerifier, normalize_htu, thumbprint
-from tests.dpop_client import DPoPKey
+from asgi_auth.dpop import DPoPError, DPoPVerifier, UseDPoPNonce, normalize_htu, thumbprint
+from tests.dpop_client import DPoPKey, rsa_key_with_exponent
+from tests.helpers_core import Clock
 from tests.idp import IdP, running_idp
 
 URL = "http://testserver/me"
@@ -156,6 +157,121 @@ def test_server_nonce(idp: IdP) -> None:
         nonce = r.headers["dpop-nonce"]
         r = c.get("/me", headers={**auth, "DPoP": key.proof("GET", URL, token, nonce=nonce)})
         assert r.status_code == 200
+
+
+def test_a_proof_key_with_a_huge_rsa_exponent_is_refused(idp: IdP) -> None:
+    # Each check with a 3071-bit exponent cost ~5-9 ms: a cheap way to burn the server's
+    # CPU. Refused even when the token is bound to that very key and the proof is valid.
+    key = DPoPKey(*rsa_key_with_exponent(2048, 2047), alg="RS256")
+    token = idp.token(cnf={"jkt": key.jkt})
+    with client(idp) as c:
+        r = c.get(
+            "/me", headers={"Authorization": f"DPoP {token}", "DPoP": key.proof("GET", URL, token)}
+        )
+    _expect(r, "invalid_dpop_proof")
+    assert r.json()["error_description"] == "DPoP proof jwk is unusable"
+    usual = DPoPKey(*rsa_key_with_exponent(2048, 17), alg="RS256")  # e = 65537
+    token = idp.token(cnf={"jkt": usual.jkt})
+    with client(idp) as c:
+        r = c.get(
+            "/me",
+            headers={"Authorization": f"DPoP {token}", "DPoP": usual.proof("GET", URL, token)},
+        )
+    assert r.status_code == 200, r.text
+
+
+def test_the_binding_is_compared_before_the_signature_is_checked() -> None:
+    # A proof made with another key than the token's is refused without the costly step.
+    key, other = DPoPKey(), DPoPKey()
+    h, p, _ = other.proof("GET", URL, "tok").split(".")
+    foreign = other.proof("GET", URL, "tok").split(".")[2]  # a signature of another proof
+    with pytest.raises(DPoPError) as info:
+        DPoPVerifier().verify(
+            f"{h}.{p}.{foreign}", method="GET", url=URL, access_token="tok", jkt=key.jkt
+        )
+    assert info.value.reason == "dpop_jkt"  # before: dpop_signature, checked first
+    with pytest.raises(DPoPError) as info:  # the signature still counts for its own key
+        DPoPVerifier().verify(
+            f"{h}.{p}.{foreign}", method="GET", url=URL, access_token="tok", jkt=other.jkt
+        )
+    assert info.value.reason == "dpop_signature"
+
+
+# -- server nonces (RFC 9449 §9) ---------------------------------------------------------
+
+LIFETIME = 300.0
+PERIOD_START = LIFETIME * 5_666_667  # a period begins here (in November 2023)
+
+
+def nonce_accepted(verifier: DPoPVerifier, clock: Clock, nonce: str) -> bool:
+    """Whether a proof carrying `nonce`, otherwise valid, passes now."""
+    key = DPoPKey()
+    proof = key.proof("GET", URL, "tok", nonce=nonce, iat=int(clock.now))
+    refusal = None
+    try:
+        verifier.verify(proof, method="GET", url=URL, access_token="tok", jkt=key.jkt)
+    except UseDPoPNonce as err:
+        refusal = err
+    if refusal is not None:
+        assert refusal.nonce == verifier.current_nonce()  # the retry gets the current one
+    return refusal is None
+
+
+def test_a_nonce_is_good_for_its_period_and_the_next_only() -> None:
+    clock = Clock(PERIOD_START)
+    verifier = DPoPVerifier(require_nonce=True, nonce_lifetime=LIFETIME, clock=clock)
+    nonce = verifier.current_nonce()  # handed out at the very start of its period
+    assert nonce_accepted(verifier, clock, nonce)
+    clock.advance(2 * LIFETIME - 1)  # the last second of the next period
+    assert nonce_accepted(verifier, clock, nonce)
+    assert verifier.current_nonce() != nonce
+    clock.advance(1)
+    assert not nonce_accepted(verifier, clock, nonce)
+    for other in ("", "é", "x" * 43, verifier.current_nonce() + "x"):
+        assert not nonce_accepted(verifier, clock, other)
+
+
+@pytest.mark.parametrize("age", [2 * LIFETIME, 3 * LIFETIME + 17, 30 * 86400])
+def test_an_old_nonce_is_refused_on_a_quiet_server(age: float) -> None:
+    # Before: the last nonce handed out stayed "previous" until the next request, however
+    # long ago it was issued; a 30-day-old one passed.
+    clock = Clock(PERIOD_START + LIFETIME - 1)  # handed out in the last second of its period
+    verifier = DPoPVerifier(require_nonce=True, nonce_lifetime=LIFETIME, clock=clock)
+    nonce = verifier.current_nonce()
+    clock.advance(age - LIFETIME + 1)  # not one request in between
+    assert not nonce_accepted(verifier, clock, nonce)
+    assert nonce_accepted(verifier, clock, verifier.current_nonce())
+
+
+def test_verifiers_sharing_a_nonce_secret_accept_each_others_nonces() -> None:
+    clock = Clock(PERIOD_START + 100)
+    secret, other_secret = b"n" * 32, b"m" * 32
+
+    def verifier(nonce_secret: bytes | None) -> DPoPVerifier:
+        return DPoPVerifier(require_nonce=True, nonce_secret=nonce_secret, clock=clock)
+
+    one, two, stranger, default = (
+        verifier(secret),
+        verifier(secret),
+        verifier(other_secret),
+        verifier(None),
+    )
+    nonce = one.current_nonce()
+    assert two.current_nonce() == nonce
+    assert nonce_accepted(two, clock, nonce)
+    assert not nonce_accepted(stranger, clock, nonce)
+    assert not nonce_accepted(default, clock, nonce)  # random per verifier by default
+    clock.advance(LIFETIME)
+    assert nonce_accepted(two, clock, nonce)  # the previous period's, in any process
+    assert not nonce_accepted(stranger, clock, nonce)
+
+
+def test_a_nonce_secret_must_be_bytes_of_32_or_more() -> None:
+    with pytest.raises(ValueError, match="nonce_secret must be at least 32 bytes"):
+        DPoPVerifier(nonce_secret=b"s" * 31)
+    with pytest.raises(TypeError, match="nonce_secret must be bytes"):
+        DPoPVerifier(nonce_secret="s" * 32)  # type: ignore[arg-type]
+    assert "s" * 32 not in repr(DPoPVerifier(nonce_secret=b"s" * 32))
 
 
 def test_introspected_dpop_token(idp: IdP) -> None:

@@ -21,6 +21,8 @@ from asgi_auth import AuthMiddleware, Identity, JWTAuth
 from asgi_auth.authenticator import RequestInfo
 from asgi_auth.errors import AuthError, ServiceUnavailable
 from asgi_auth.flow import BUSY, Effect, SyncDriver
+from asgi_auth.jose import jwk_to_key
+from tests.dpop_client import rsa_key_with_exponent
 from tests.idp import IdP, mint, new_key, public_jwk, running_idp
 
 REQ = RequestInfo("GET", "/", "http", "127.0.0.1")
@@ -694,6 +696,65 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _uint(value: int) -> str:
+    return _b64(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+
+
+def _rsa_jwk(n_bits: int, e: int) -> dict[str, str]:
+    # Any odd n of that size makes a public key: nothing is verified with it here.
+    n = (1 << (n_bits - 1)) | (1 << (n_bits - 2)) | 1
+    return {"kty": "RSA", "n": _uint(n), "e": _uint(e)}
+
+
+@pytest.mark.parametrize(
+    ("n_bits", "e", "usable"),
+    [
+        (2048, 65537, True),
+        (2048, 3, True),
+        (8192, 65537, True),
+        (3072, 2**32 + 1, True),  # 33 bits
+        (2047, 65537, False),
+        (8193, 65537, False),  # checks cost about the square of the size
+        (16384, 65537, False),
+        (2048, 2**33 + 1, False),  # 34 bits: each check costs as many steps as e has bits
+        (3072, 2**3070 + 1, False),  # the report's 3071-bit exponent
+        (2048, 65536, False),  # even
+        (2048, 1, False),
+    ],
+    ids=lambda v: f"2**{v.bit_length() - 1}+{v & 0xFFFF}" if type(v) is int and v > 2**20 else None,
+)
+def test_rsa_keys_of_unreasonable_size_or_exponent_are_refused(
+    n_bits: int, e: int, usable: bool
+) -> None:
+    jwk = _rsa_jwk(n_bits, e)
+    if usable:
+        assert jwk_to_key(jwk).kty == "RSA"
+    else:
+        with pytest.raises(ValueError):
+            jwk_to_key(jwk)
+        with pytest.raises(ValueError):  # nor from configuration
+            JWTAuth("svc", "api", algorithms=["RS256"], keys=jwk)
+
+
+def test_a_jwks_key_with_a_huge_exponent_is_skipped_and_logged(
+    idp: IdP, caplog: pytest.LogCaptureFixture
+) -> None:
+    import jwt as pyjwt
+
+    idp.add_key("RS256", "good")
+    private, jwk = rsa_key_with_exponent(2048, 2047)
+    idp.extra_jwks = [{**jwk, "kid": "big-e"}]
+    auth = JWTAuth(idp.issuer, "api", algorithms=["RS256"], jwks_uri=idp.jwks_uri)
+    claims = {"iss": idp.issuer, "aud": "api", "sub": "s", "exp": int(time.time()) + 600}
+    bad = pyjwt.encode(claims, private, algorithm="RS256", headers={"kid": "big-e"})
+    with caplog.at_level("WARNING", logger="asgi_auth"):
+        assert check(auth, idp.token("good")).subject == "user-1"  # the others still serve
+        err = refused(auth, bad)
+    assert (err.status, err.reason) == (401, "unknown_kid")
+    skipped = [r.getMessage() for r in caplog.records if "JWKS key skipped" in r.getMessage()]
+    assert skipped and all("kid='big-e'" in m and "exponent" in m for m in skipped)
 
 
 def test_a_jwks_without_kids_is_searched_by_alg_kty_and_use(idp: IdP) -> None:
