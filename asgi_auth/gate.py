@@ -205,16 +205,18 @@ class Gate:
         then run the authenticator's `quick` check if it has one. None: run its flow."""
         if not value:
             raise InvalidRequest(f"empty {label}", reason="empty_credential")
+        if "," in value:
+            # WSGI servers join repeated headers with commas, and the ASGI middleware joins
+            # the first and last, so one check catches both. No credential format uses
+            # commas. Before the size check: many repeats are a repeat (400), not an
+            # oversized credential, under either middleware.
+            raise InvalidRequest(f"more than one {label}", reason="duplicate_credential")
         if len(value) > self.max_credential_bytes:
             # Well-formed but impossibly long: an invalid credential (RFC 6750 §3.1
             # invalid_token, "malformed"), refused before any parsing.
             raise InvalidToken(
                 f"{label} too large", reason="credential_too_large", scheme=auth.challenge.scheme
             )
-        if "," in value:
-            # WSGI servers join repeated headers with commas, and the ASGI middleware does
-            # the same, so one check catches both. No credential format uses commas.
-            raise InvalidRequest(f"more than one {label}", reason="duplicate_credential")
         quick, strict = self._quick[id(auth)]
         # Only visible ASCII (RFC 9110 VCHAR); an authenticator whose own parse refuses
         # anything else (a JWT: base64url and dots) answers that itself, with the same 400.
