@@ -117,7 +117,7 @@ class APIKeyAuth:
 
     def flow(self, token: str, request: RequestInfo) -> Flow[Identity]:
         try:
-            _prefix, key_id, secret = parse(token, self.prefixes)
+            prefix, key_id, secret = parse(token, self.prefixes)
         except KeyFormatError as exc:
             raise InvalidToken(str(exc), reason=exc.reason, scheme=self.challenge.scheme) from None
         ctx = {"key_id": key_id}
@@ -136,7 +136,7 @@ class APIKeyAuth:
                 _RECHECK_AFTER, self.cache_ttl
             ) and not self._matches(key_id, secret, record):
                 record, fetched_at = yield from self._fetch(key_id, ctx, fetched_at)
-        return self._verify(token, key_id, secret, record, fetched_at)
+        return self._verify(token, prefix, key_id, secret, record, fetched_at)
 
     def _fetch(
         self, key_id: str, ctx: dict[str, str], newer_than: float = float("-inf")
@@ -198,7 +198,13 @@ class APIKeyAuth:
         return current or previous
 
     def _verify(
-        self, token: str, key_id: str, secret: str, record: KeyRecord, fetched_at: float
+        self,
+        token: str,
+        prefix: str,
+        key_id: str,
+        secret: str,
+        record: KeyRecord,
+        fetched_at: float,
     ) -> Identity:
         now = self._clock()
         scheme = self.challenge.scheme
@@ -211,6 +217,15 @@ class APIKeyAuth:
                 reason = "rotated_secret" if previous else "wrong_secret"
                 raise InvalidToken("invalid API key", reason=reason, scheme=scheme, context=ctx)
             deadline = min(deadline, grace_end)
+        if prefix != record.prefix:
+            # The checksum is a CRC, not a MAC: a holder of a `test_` key can re-spell it
+            # `live_...` and recompute it. The prefix the key was issued with is kept in
+            # its record, and users treat it as an environment boundary, so only that
+            # spelling is the key. (Checked after the secret, so this answer only tells
+            # someone who holds the key what they already know.)
+            raise InvalidToken(
+                "invalid API key", reason="prefix_mismatch", scheme=scheme, context=ctx
+            )
         status = record.status(now)
         if status != "active":
             raise InvalidToken(f"API key {status}", reason=status, scheme=scheme, context=ctx)

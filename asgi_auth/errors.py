@@ -110,8 +110,10 @@ class MissingCredentials(AuthError):
 
     error = None
 
-    def __init__(self, description: str = "authentication required") -> None:
-        super().__init__(description, reason="missing_credentials")
+    def __init__(
+        self, description: str = "authentication required", *, reason: str = "missing_credentials"
+    ) -> None:
+        super().__init__(description, reason=reason)
 
     def body(self) -> dict[str, str]:
         return {"error": "unauthorized", "error_description": self.description}

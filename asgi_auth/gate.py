@@ -22,6 +22,7 @@ from .errors import (
     InsufficientScope,
     InvalidRequest,
     InvalidToken,
+    MissingCredentials,
 )
 from .identity import Identity
 from .jose import peek_payload
@@ -56,9 +57,14 @@ class GateOptions(TypedDict, total=False):
       (below `root_path`; WSGI: `PATH_INFO`) or `"full"` (the whole path; WSGI:
       `SCRIPT_NAME` + `PATH_INFO`).
     - `realm`: the realm in `WWW-Authenticate` challenges.
-    - `allow_cors_preflight`: let a CORS preflight (`OPTIONS` with `Origin` and
-      `Access-Control-Request-Method`) through unauthenticated, so CORS works when
-      `CORSMiddleware` sits inside (default True).
+    - `allow_cors_preflight`: let a CORS preflight through unauthenticated, so CORS works
+      when `CORSMiddleware` sits inside (default True). Only an exact `OPTIONS` (as the
+      server gave it) with `Origin` and `Access-Control-Request-Method`, no credential
+      and no body; and only a CORS layer's answer leaves (status and `Access-Control-*`/
+      `Vary` headers, no body), else the 401 of a request without credentials. With no
+      CORS layer inside, the request still reaches the app as an unauthenticated
+      `OPTIONS`, which a handler that ignores the method runs: then set False, or put
+      CORS outside this middleware (recommended: its 401s then carry CORS headers).
     - `require_https`: refuse credentials sent over plain HTTP.
     - `trusted_proxies`: addresses/networks whose `X-Forwarded-Proto`/`Forwarded` are
       believed (rightmost value) when deciding whether the request came over HTTPS.
@@ -216,16 +222,18 @@ class Gate:
         then run the authenticator's `quick` check if it has one. None: run its flow."""
         if not value:
             raise InvalidRequest(f"empty {label}", reason="empty_credential")
+        if "," in value:
+            # WSGI servers join repeated headers with commas, and the ASGI middleware joins
+            # the first and last, so one check catches both. No credential format uses
+            # commas. Before the size check: many repeats are a repeat (400), not an
+            # oversized credential, under either middleware.
+            raise InvalidRequest(f"more than one {label}", reason="duplicate_credential")
         if len(value) > self.max_credential_bytes:
             # Well-formed but impossibly long: an invalid credential (RFC 6750 §3.1
             # invalid_token, "malformed"), refused before any parsing.
             raise InvalidToken(
                 f"{label} too large", reason="credential_too_large", scheme=auth.challenge.scheme
             )
-        if "," in value:
-            # WSGI servers join repeated headers with commas, and the ASGI middleware does
-            # the same, so one check catches both. No credential format uses commas.
-            raise InvalidRequest(f"more than one {label}", reason="duplicate_credential")
         quick, strict = self._quick[id(auth)]
         # Only visible ASCII (RFC 9110 VCHAR); an authenticator whose own parse refuses
         # anything else (a JWT: base64url and dots) answers that itself, with the same 400.
@@ -338,6 +346,14 @@ class Gate:
         return got
 
     def is_preflight(self, method: str, found: Mapping[str, str]) -> bool:
+        """Whether a request without credentials is a CORS preflight to let through.
+
+        `method` is the method as the server gave it, never normalised: CORS layers
+        (Starlette's CORSMiddleware) answer only an exact `OPTIONS`, and servers (h11)
+        pass `options` on as sent, so a preflight by any other spelling would reach the
+        app instead. The middleware also refuses one with a body (browsers send none)
+        and passes on only a CORS layer's answer: see `preflight_answer`.
+        """
         return (
             self.allow_cors_preflight
             and method == "OPTIONS"
@@ -346,6 +362,12 @@ class Gate:
             # else would reach the app unauthenticated.
             and "origin" in found
         )
+
+    def preflight_denial(self, request: RequestInfo) -> ErrorResponse:
+        """The answer to a preflight that no CORS layer answered: what a request without
+        credentials gets, logged under its own reason (a CORS layer is missing inside)."""
+        error = MissingCredentials(reason="preflight_not_answered")
+        return self.deny(error, request)
 
     def effective_scheme(self, scheme: str, client: str | None, found: Mapping[str, str]) -> str:
         """The scheme the client used: the server's, or a trusted proxy's word for it."""
@@ -463,6 +485,27 @@ class Gate:
             if custom is not None:
                 return custom
         return error.render(self.challenges)
+
+
+def preflight_answer(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]] | None:
+    """What of an answer to an unauthenticated preflight may leave: its `Access-Control-*`
+    and `Vary` headers, or None when it has no `Access-Control-Allow-*` header at all.
+
+    A browser reads nothing else of a preflight's answer (not even its body), and a CORS
+    layer always says what it allows. An answer without that came from something else,
+    most likely the app itself when no CORS layer sits inside: an unauthenticated
+    request to the app, whose response must not leave. The status goes out as it is.
+    """
+    kept = []
+    allows = False
+    for name, value in headers:
+        low = name.lower()
+        if low.startswith("access-control-"):
+            kept.append((name, value))
+            allows = allows or low.startswith("access-control-allow-")
+        elif low == "vary":
+            kept.append((name, value))
+    return kept if allows else None
 
 
 def _log_value(value: object) -> str:

@@ -10,11 +10,11 @@ from urllib.parse import quote
 from .authenticator import Authenticator, RequestInfo
 from .errors import AuthError, ErrorResponse, MissingCredentials
 from .flow import AsyncDriver
-from .gate import Gate, GateOptions
+from .gate import Gate, GateOptions, preflight_answer
 from .identity import ANONYMOUS, ANONYMOUS_USER
 from .routing import below_root, path_reader
 from .rules import strictest
-from .types import ASGIApp, Receive, Scope, Send
+from .types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("asgi_auth")
 
@@ -85,18 +85,30 @@ class AuthMiddleware:
 
         wanted = self._wanted
         found: dict[str, str] = {}
+        repeats: dict[str, bytes] | None = None
         for name, value in scope["headers"]:
             key = wanted.get(name)
             if key is not None:
-                text = value.decode("latin-1")
-                found[key] = f"{found[key]}, {text}" if key in found else text
+                if key not in found:
+                    found[key] = value.decode("latin-1")
+                elif repeats is None:
+                    repeats = {key: value}
+                else:
+                    # Only the last repeat is kept, undecoded: constant work per line, so
+                    # 40,000 copies of a header cost what 40,000 other headers do.
+                    repeats[key] = value
+        if repeats is not None:
+            _join_repeats(found, repeats)
         try:
             qs = scope.get("query_string")
             got = self._extract(found, qs.decode("latin-1") if qs else "")
             if got is None:
-                if decision.access == "optional" or gate.is_preflight(method, found):
+                if decision.access == "optional":
                     scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
                     await self.app(scope, receive, send)
+                    return
+                if gate.is_preflight(scope.get("method", ""), found) and not _has_body(scope):
+                    await self._preflight(scope, receive, send, _info(scope, method, path))
                     return
                 raise MissingCredentials()
             auth, token, label, scheme, _raw = got
@@ -124,6 +136,47 @@ class AuthMiddleware:
         scope["auth"] = identity
         scope["user"] = identity.user
         await self.app(scope, receive, send)
+
+    async def _preflight(
+        self, scope: Scope, receive: Receive, send: Send, request: RequestInfo
+    ) -> None:
+        """Let a CORS preflight through to the CORS layer inside, unauthenticated (browsers
+        send preflights without credentials), and pass on only a CORS layer's answer:
+        its status and CORS headers, without a body. Anything else that answers (the app
+        itself, when no CORS layer sits inside) is replaced by a 401, so nothing the app
+        answers to an unauthenticated request leaves. See `GateOptions`."""
+        scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
+        started = body_given = False
+
+        async def no_body() -> Message:
+            # No body reaches the app, even one sent without Content-Length (HTTP/2
+            # DATA frames): the first read is an empty body, later ones wait for the
+            # disconnect the app may be waiting for.
+            nonlocal body_given
+            if not body_given:
+                body_given = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return message
+
+        async def answer(message: Message) -> None:
+            nonlocal started
+            if started or message["type"] != "http.response.start":
+                return  # the body, trailers: a preflight's answer has none
+            started = True
+            raw = message.get("headers") or ()
+            kept = preflight_answer([(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw])
+            if kept is None:
+                await _respond(self.gate.preflight_denial(request), send)
+                return
+            status = message["status"]
+            await _respond(ErrorResponse(status, kept, b""), send, status not in (204, 304))
+
+        await self.app(scope, no_body, answer)
+        if not started:  # the app answered nothing: the denial, not the server's 500
+            await _respond(self.gate.preflight_denial(request), send)
 
     async def _deny(
         self, response: ErrorResponse, error: AuthError, scope: Scope, receive: Receive, send: Send
@@ -153,16 +206,39 @@ class AuthMiddleware:
         await send({"type": "websocket.close", "code": code, "reason": error.description[:120]})
 
 
-def _raw_headers(response: ErrorResponse) -> list[tuple[bytes, bytes]]:
+def _join_repeats(found: dict[str, str], last: dict[str, bytes]) -> None:
+    """Join each repeated header's first and last lines, as `"first, last"`.
+
+    What the gate reads of a repeated header survives: a comma says it was repeated (two
+    credentials or DPoP proofs: 400), the first value is the first, and the rightmost
+    value (the forwarded protocol a trusted proxy appended) is the last line's. The lines
+    between are never read, so they are never decoded or copied: joining them all by
+    concatenation copied the whole string on every repeat, quadratic in their number.
+    """
+    for key, value in last.items():
+        found[key] = f"{found[key]}, {value.decode('latin-1')}"
+
+
+def _raw_headers(response: ErrorResponse, length: bool = True) -> list[tuple[bytes, bytes]]:
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
-    headers.append((b"content-length", str(len(response.body)).encode()))
+    if length:  # not on a 204 or 304, which must not carry one (RFC 9110 §8.6)
+        headers.append((b"content-length", str(len(response.body)).encode()))
     return headers
 
 
-async def _respond(response: ErrorResponse, send: Send) -> None:
-    headers = _raw_headers(response)
+async def _respond(response: ErrorResponse, send: Send, length: bool = True) -> None:
+    headers = _raw_headers(response, length)
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": response.body})
+
+
+def _has_body(scope: Scope) -> bool:
+    """Whether the request declares a body. A browser's preflight never has one; an
+    "exempt" OPTIONS with one is someone else's, and treated as an ordinary request."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
 
 
 def _client(scope: Scope) -> str | None:

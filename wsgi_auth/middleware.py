@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Unpack
 from urllib.parse import quote
 
 from asgi_auth.authenticator import Authenticator, RequestInfo
 from asgi_auth.errors import AuthError, ErrorResponse, MissingCredentials
 from asgi_auth.flow import SyncDriver
-from asgi_auth.gate import Gate, GateOptions
+from asgi_auth.gate import Gate, GateOptions, preflight_answer
 from asgi_auth.identity import ANONYMOUS
 
 if TYPE_CHECKING:
@@ -75,9 +76,12 @@ class AuthMiddleware:
         try:
             got = gate.extract(found, environ.get("QUERY_STRING", ""))
             if got is None:
-                if decision.access == "optional" or gate.is_preflight(method, found):
+                if decision.access == "optional":
                     environ[IDENTITY_KEY] = ANONYMOUS
                     return self.app(environ, start_response)
+                raw_method = environ.get("REQUEST_METHOD", "")  # as sent: see is_preflight
+                if gate.is_preflight(raw_method, found) and not _has_body(environ):
+                    return self._preflight(environ, start_response, _info(environ, method, path))
                 raise MissingCredentials()
             auth, token, label, scheme, _raw = got
             if gate.require_https:
@@ -98,6 +102,53 @@ class AuthMiddleware:
             return _respond(gate.deny(error, _info(environ, method, path)), start_response)
         environ[IDENTITY_KEY] = identity
         return self.app(environ, start_response)
+
+    def _preflight(
+        self, environ: WSGIEnvironment, start_response: StartResponse, request: RequestInfo
+    ) -> list[bytes]:
+        """Let a CORS preflight through to the CORS layer inside, unauthenticated, and pass
+        on only a CORS layer's answer (status and CORS headers, no body); else a 401. As
+        `asgi_auth.AuthMiddleware._preflight`; see `GateOptions`."""
+        environ[IDENTITY_KEY] = ANONYMOUS
+        environ["wsgi.input"] = io.BytesIO()  # no body reaches the app, declared or not
+        environ["CONTENT_LENGTH"] = "0"
+        got: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def capture(
+            status: str, headers: list[tuple[str, str]], exc_info: object = None
+        ) -> Callable[[bytes], object]:
+            got.append((status, headers))  # nothing was sent: a later call replaces it
+            return _discard
+
+        result = self.app(environ, capture)
+        try:
+            if not got:
+                # PEP 3333: an app may call start_response only when first iterated.
+                for _chunk in result:
+                    break
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        kept = preflight_answer(got[-1][1]) if got else None
+        if kept is None:
+            return _respond(self.gate.preflight_denial(request), start_response)
+        status = got[-1][0]
+        if status[:3] not in ("204", "304"):  # those must not carry a Content-Length
+            kept.append(("Content-Length", "0"))
+        start_response(status, kept)
+        return []
+
+
+def _has_body(environ: WSGIEnvironment) -> bool:
+    """Whether the request declares a body. A browser's preflight never has one; an
+    "exempt" OPTIONS with one is someone else's, and treated as an ordinary request."""
+    length = environ.get("CONTENT_LENGTH", "").strip()
+    return length not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
+
+
+def _discard(data: bytes) -> None:
+    """The `write` callable of a preflight's answer: its body does not leave."""
 
 
 def _respond(response: ErrorResponse, start_response: StartResponse) -> list[bytes]:

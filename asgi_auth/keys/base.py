@@ -28,6 +28,8 @@ class KeyRecord:
     name: str
     scopes: frozenset[str]
     secret_hash: bytes = field(repr=False)
+    #: The prefix the key was issued with. `APIKeyAuth` refuses the key under any other:
+    #: the checksum is no MAC, so anyone can re-spell a `test_` key as `live_`.
     prefix: str = DEFAULT_PREFIX
     subject: str | None = None
     created_at: float = 0.0

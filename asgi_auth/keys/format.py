@@ -75,8 +75,13 @@ def parse(key: str, prefixes: frozenset[str] | None = None) -> tuple[str, str, s
     prefix, sep, body = key.rpartition("_")
     if not sep or not prefix:
         raise KeyFormatError("malformed", "API key has no prefix")
-    if prefixes is not None and prefix not in prefixes:
-        raise KeyFormatError("wrong_prefix", "API key has an unknown prefix")
+    if prefixes is not None:
+        if prefix not in prefixes:  # an allow-list of well-formed prefixes
+            raise KeyFormatError("wrong_prefix", "API key has an unknown prefix")
+    elif not PREFIX_RE.fullmatch(prefix):
+        # Without an allow-list (`KeyStore.add`), a prefix no key can be issued with
+        # (`a_b`, `Live`) is not one to store and bind the key to.
+        raise KeyFormatError("malformed", "API key prefix is malformed")
     if len(body) != BODY_LEN or not (body.isascii() and body.isalnum()):
         raise KeyFormatError("malformed", "API key is malformed")
     head = key[:-CHECKSUM_LEN]
