@@ -53,7 +53,7 @@ class GateOptions(TypedDict, total=False):
     - `case_sensitive_paths`: match rules case-sensitively (default True).
     - `route_path`: which path the rules judge (see `asgi_auth.routing`): `"auto"`
       (default: the path the app's router dispatches on, below `root_path` for most,
-      the whole path for Falcon, below `FORCE_SCRIPT_NAME` for Django), `"root_path"`
+      the whole path for Falcon, below `FORCE_SCRIPT_NAME` for Django 5), `"root_path"`
       (below `root_path`; WSGI: `PATH_INFO`) or `"full"` (the whole path; WSGI:
       `SCRIPT_NAME` + `PATH_INFO`).
     - `realm`: the realm in `WWW-Authenticate` challenges.

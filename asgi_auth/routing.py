@@ -6,7 +6,7 @@ Quart, Litestar, Django) strip `root_path` again and route on the rest, as WSGI 
 on `PATH_INFO`. Others differ:
 
 - Falcon routes on the whole `scope["path"]`.
-- Django strips `FORCE_SCRIPT_NAME` where set, whatever `root_path` says.
+- Django (5.0 on) strips `FORCE_SCRIPT_NAME` where set, whatever `root_path` says.
 - A middleware inside a framework (Litestar's list) may get a scope whose `path` has had
   `root_path` stripped already: `raw_path`, which keeps the whole path, tells.
 
@@ -73,13 +73,19 @@ def _full(scope: Scope, root: str) -> tuple[str, str | None]:
 
 
 def _django(scope: Scope, root: str) -> tuple[str, str | None]:
-    # Django's own reading (ASGIRequest): the script prefix is FORCE_SCRIPT_NAME, else
-    # root_path, and comes off the path as a plain prefix.
-    from django.core.handlers.asgi import get_script_prefix
+    # Django's own reading (ASGIRequest). From 5.0 the script prefix is FORCE_SCRIPT_NAME,
+    # else root_path, and comes off the path as a plain prefix; before, only root_path
+    # came off, and only when the path starts with it.
+    from django.core.handlers import asgi
 
     path: str = scope["path"]
-    prefix = get_script_prefix(scope)
-    return (path.removeprefix(prefix) if prefix else path), None
+    script_prefix = getattr(asgi, "get_script_prefix", None)
+    if script_prefix is not None:
+        prefix: str = script_prefix(scope)
+        return (path.removeprefix(prefix) if prefix else path), None
+    if root and path.startswith(root):
+        return path[len(root) :], None
+    return path, None
 
 
 def below_root(scope: Scope, root: str) -> tuple[str, str | None]:
