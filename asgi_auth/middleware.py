@@ -13,7 +13,7 @@ from .flow import AsyncDriver
 from .gate import Gate, GateOptions, preflight_answer
 from .identity import ANONYMOUS, ANONYMOUS_USER
 from .routing import below_root, path_reader
-from .rules import strictest
+from .rules import Decision, strictest
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("asgi_auth")
@@ -65,19 +65,15 @@ class AuthMiddleware:
         if method != "GET" and not method.isupper():
             # Servers pass `post` through and frameworks route it as POST: rules must too.
             method = method.upper()
-        root = scope.get("root_path")
-        if root or self._read_path is not None:
-            path, other = (self._read_path or below_root)(scope, root or "")
+        if scope.get("root_path") or self._read_path is not None:
+            path, decision = self._judge(scope, method)
         else:
             path = scope["path"]
-            other = None
+            decision = self._decide(method, path)
         if path == self._resource_path and method in ("GET", "HEAD") and kind == "http":
             assert gate.resource_response is not None
             await _respond(gate.resource_response, send)
             return
-        decision = self._decide(method, path)
-        if other is not None:  # the path reads two ways: the stricter answer wins
-            decision = strictest((decision, self._decide(method, other)))
         if decision.access == "public":
             scope["auth"], scope["user"] = ANONYMOUS, ANONYMOUS_USER
             await self.app(scope, receive, send)
@@ -136,6 +132,16 @@ class AuthMiddleware:
         scope["auth"] = identity
         scope["user"] = identity.user
         await self.app(scope, receive, send)
+
+    def _judge(self, scope: Scope, method: str) -> tuple[str, Decision]:
+        """The route path and decision of a mounted app (`root_path`) or of one that
+        routes another way (`route_path`); where the path reads two ways, the stricter
+        answer wins."""
+        path, other = (self._read_path or below_root)(scope, scope.get("root_path") or "")
+        decision = self._decide(method, path)
+        if other is not None:
+            decision = strictest((decision, self._decide(method, other)))
+        return path, decision
 
     async def _preflight(
         self, scope: Scope, receive: Receive, send: Send, request: RequestInfo

@@ -60,7 +60,7 @@ class AuthMiddleware:
         if method != "GET" and not method.isupper():
             # Servers pass `post` through and frameworks route it as POST: rules must too.
             method = method.upper()
-        path = _path(environ, self._full_path)
+        path = _full_path(environ) if self._full_path else _path(environ)
         if path == gate.resource_path and method in ("GET", "HEAD"):
             assert gate.resource_response is not None
             return _respond(gate.resource_response, start_response)
@@ -167,14 +167,17 @@ _REASONS = {
 }
 
 
-def _path(environ: WSGIEnvironment, full: bool) -> str:
+def _path(environ: WSGIEnvironment) -> str:
     path: str = environ.get("PATH_INFO", "") or "/"
-    if full:
-        path = (environ.get("SCRIPT_NAME", "") + path) or "/"
     if not path.isascii():
         # PEP 3333 hands over the raw bytes as latin-1; match on the UTF-8 text.
         path = path.encode("latin-1").decode("utf-8", "replace")
     return path
+
+
+def _full_path(environ: WSGIEnvironment) -> str:
+    """The mount point (SCRIPT_NAME) and the path below it (`route_path="full"`)."""
+    return _path({"PATH_INFO": environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")})
 
 
 def _url(gate: Gate, environ: WSGIEnvironment, found: dict[str, str]) -> str:
