@@ -33,7 +33,8 @@ def _ping(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
             s.sendall(b"PING\r\n")
-            return s.recv(64).startswith(b"+PONG")
+            reply = s.recv(64)
+            return reply.startswith((b"+PONG", b"-NOAUTH"))  # up, with or without a password
     except OSError:
         return False
 
@@ -41,7 +42,7 @@ def _ping(port: int) -> bool:
 class RedisServer:
     """One `redis-server` on 127.0.0.1, no persistence, files in `directory`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisServerError(
@@ -50,12 +51,14 @@ class RedisServer:
             )
         self.binary = binary
         self.directory = directory
+        self.password = password
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, port: int | None = None) -> None:
         """Start on `port` (to restart on the same one), else on a free one."""
@@ -81,6 +84,7 @@ class RedisServer:
                     str(log),
                     "--daemonize",
                     "no",
+                    *(["--requirepass", self.password] if self.password else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
