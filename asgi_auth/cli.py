@@ -65,7 +65,10 @@ def _store(args: argparse.Namespace) -> KeyStore:
     except ImportError as exc:
         raise CLIError(str(exc)) from None
     args.redis_shown = redact_url(redis_url)
-    return RedisKeyStore(redis_url, namespace=args.namespace)
+    try:
+        return RedisKeyStore(redis_url, namespace=args.namespace)
+    except ValueError as exc:  # not a redis:// URL, a namespace with braces
+        raise CLIError(f"{args.redis_shown}: {exc}") from None
 
 
 def _check_store_args(args: argparse.Namespace) -> None:

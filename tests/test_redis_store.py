@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 import threading
 import time
 import uuid
@@ -13,11 +16,12 @@ from typing import Any
 import pytest
 import redis
 
+import asgi_auth
 from asgi_auth import APIKeyAuth
 from asgi_auth.cli import main
 from asgi_auth.keys import KeyRecord, RedisKeyStore
-from asgi_auth.keys.format import hash_secret, parse
-from tests.helpers_core import make_client
+from asgi_auth.keys.format import assemble, hash_secret, new_secret, parse
+from tests.helpers_core import ASGIApp, http_scope, make_client
 from tests.redis_server import RedisServer
 
 
@@ -401,7 +405,9 @@ def test_middleware_authenticates_a_redis_key(kind: str, store: RedisKeyStore) -
         reply = client("/items", headers=[("X-API-Key", issued.key)])
         assert reply.status == 200 and reply.reached
         assert reply.identity is not None and reply.identity.subject == "svc-1"
-    assert client("/items", headers=[("X-API-Key", issued.key[:-1] + "0")]).status == 401
+    prefix, key_id, _ = parse(issued.key)
+    wrong = assemble(prefix, key_id, new_secret())  # well-formed, the wrong secret
+    assert client("/items", headers=[("X-API-Key", wrong)]).status == 401
     rotated = store.rotate(issued.record.key_id, grace=0)
     assert rotated is not None
     fresh = make_client(kind, [APIKeyAuth(store)])
@@ -461,6 +467,58 @@ def test_redis_down_is_503_and_recovers_without_restart(
     again = RedisKeyStore(url, namespace=namespace).create("again").key
     fresh = make_client(kind, [APIKeyAuth(store)])
     assert fresh("/x", headers=[("X-API-Key", again)]).status == 200
+
+
+def test_a_hanging_redis_is_503_within_the_time_out(
+    kind: str, server: RedisServer, url: str
+) -> None:
+    """Redis accepts connections but answers nothing (stopped, not killed): every call
+    ends at the store's socket time-out, and the request gets a 503, not a hang."""
+    store = RedisKeyStore(url, namespace="hang" + uuid.uuid4().hex[:8], timeout=0.2)
+    key = store.create("k").key
+    client = make_client(kind, [APIKeyAuth(store)])
+    assert server.proc is not None
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        reply = client("/x", headers=[("X-API-Key", key)])
+        assert reply.status == 503 and reply.headers["retry-after"] == "5"
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
+    # The timed-out connection was dropped: no stale reply is read as a record.
+    assert client("/x", headers=[("X-API-Key", key)]).status == 200
+
+
+def test_concurrent_requests_share_one_lookup(store: RedisKeyStore) -> None:
+    key = store.create("k").key
+    calls = 0
+    aget = store.aget
+
+    async def counted(key_id: str) -> KeyRecord | None:
+        nonlocal calls
+        calls += 1
+        return await aget(key_id)
+
+    store.aget = counted  # type: ignore[method-assign]
+    app = ASGIApp()
+    mw = asgi_auth.AuthMiddleware(app, authenticators=[APIKeyAuth(store)])
+    statuses: list[int] = []
+
+    async def one() -> None:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        await mw(http_scope("/x", headers=[("X-API-Key", key)]), receive, send)
+
+    async def many() -> None:
+        await asyncio.gather(*(one() for _ in range(50)))
+
+    asyncio.run(many())
+    assert statuses == [200] * 50
+    assert calls == 1
 
 
 # -- the command line ---------------------------------------------------------------------
@@ -549,3 +607,10 @@ def test_cli_redis_down_is_a_clear_error_without_the_password(
     assert code == 1
     assert err.startswith("authgate: error: redis://:***@127.0.0.1:1/0")
     assert "hunter2pw" not in out + err and "Traceback" not in err
+    for argv in (
+        ["--redis", "http://:hunter2pw@127.0.0.1:1/0"],
+        ["--redis", "redis://127.0.0.1:1/0", "--namespace", "a{b}"],
+    ):
+        code, out, err = run(capsys, "keys", "list", *argv)
+        assert code == 1 and err.startswith("authgate: error: ")
+        assert "hunter2pw" not in out + err and "Traceback" not in err
