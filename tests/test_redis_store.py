@@ -438,6 +438,19 @@ def test_a_fresh_store_fetches_its_hash_key_without_blocking_the_loop(
     assert reply.status == 200
 
 
+def test_async_lookups_and_close(store: RedisKeyStore) -> None:
+    issued = store.create("k")
+
+    async def lookups() -> list[KeyRecord | None]:
+        found = [await store.aget(issued.record.key_id), await store.aget("nosuchkeyid0")]
+        await store.aclose()
+        found.append(await store.aget(issued.record.key_id))  # a new client for this loop
+        await store.aclose()
+        return found
+
+    assert asyncio.run(lookups()) == [issued.record, None, issued.record]
+
+
 def test_redis_down_is_503_and_recovers_without_restart(
     kind: str, server: RedisServer, url: str, namespace: str
 ) -> None:

@@ -301,4 +301,5 @@ class RedisKeyStore(KeyStore):
         """Close this event loop's async client."""
         client = self._async_clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.aclose()
+            closer = getattr(client, "aclose", None)  # redis-py 5.0.0 has only `close`
+            await (closer() if closer is not None else client.close())
