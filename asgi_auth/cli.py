@@ -1,4 +1,4 @@
-"""The `authgate` command: manage API keys in a SQLite store, run the demo."""
+"""The `authgate` command: manage API keys in a SQLite or Redis store, run the demo."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from .keys import SQLiteKeyStore
+from .keys import KeyStore, SQLiteKeyStore
 from .keys.format import DEFAULT_PREFIX
 
 DEFAULT_DB = "authgate-keys.db"
+REDIS_URL_ENV = "AUTHGATE_REDIS_URL"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DURATION = re.compile(r"(\d+)([smhdw])")
 
@@ -52,8 +53,27 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def _store(args: argparse.Namespace) -> SQLiteKeyStore:
-    return SQLiteKeyStore(args.db)
+def _store(args: argparse.Namespace) -> KeyStore:
+    """The store `--redis` or `--db` names; `--redis` else `--db` else
+    `AUTHGATE_REDIS_URL` else `AUTHGATE_DB` else the default file."""
+    redis_url = args.redis or (None if args.db else os.environ.get(REDIS_URL_ENV) or None)
+    if redis_url is None:
+        args.db = args.db or os.environ.get("AUTHGATE_DB", DEFAULT_DB)
+        return SQLiteKeyStore(args.db)
+    try:
+        from .keys.redis import RedisKeyStore, redact_url
+    except ImportError as exc:
+        raise CLIError(str(exc)) from None
+    args.redis_shown = redact_url(redis_url)
+    try:
+        return RedisKeyStore(redis_url, namespace=args.namespace)
+    except ValueError as exc:  # not a redis:// URL, a namespace with braces
+        raise CLIError(f"{args.redis_shown}: {exc}") from None
+
+
+def _check_store_args(args: argparse.Namespace) -> None:
+    if getattr(args, "redis", None) and getattr(args, "db", None):
+        raise CLIError("--db and --redis name two stores: give one of them")
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
@@ -170,11 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
     def db_arg(p: argparse.ArgumentParser, default: str = default_db) -> None:
         p.add_argument("--db", default=default, help=f"SQLite key store (default: {default})")
 
+    def store_args(p: argparse.ArgumentParser) -> None:
+        # No default here: whether --db was given decides between it and AUTHGATE_REDIS_URL.
+        p.add_argument("--db", default=None, help=f"SQLite key store (default: {default_db})")
+        p.add_argument(
+            "--redis",
+            metavar="URL",
+            default=None,
+            help=f"Redis key store, e.g. redis://host:6379/0 (default: ${REDIS_URL_ENV})",
+        )
+        p.add_argument(
+            "--namespace",
+            default="authgate",
+            help="with --redis: its key prefix (default: authgate)",
+        )
+
     keys = sub.add_parser("keys", help="create, list, revoke and rotate API keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True)
 
     p = ksub.add_parser("create", help="create a key and print it once")
-    db_arg(p)
+    store_args(p)
     p.add_argument("--name", required=True, help="a label, e.g. the client's name")
     p.add_argument("--scopes", type=_scopes, default=[], help="comma-separated, e.g. read,write")
     p.add_argument("--expires", type=parse_duration, help="lifetime, e.g. 30d, 12h")
@@ -184,19 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_create)
 
     p = ksub.add_parser("list", help="list keys (never their secrets)")
-    db_arg(p)
+    store_args(p)
     p.add_argument("--all", action="store_true", help="include revoked and expired keys")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_list)
 
     p = ksub.add_parser("revoke", help="revoke a key")
     p.add_argument("key_id")
-    db_arg(p)
+    store_args(p)
     p.set_defaults(func=_cmd_revoke)
 
     p = ksub.add_parser("rotate", help="give a key a new secret; the old one works for --grace")
     p.add_argument("key_id")
-    db_arg(p)
+    store_args(p)
     p.add_argument("--grace", type=parse_duration, default=86400.0, help="default 24h")
     p.add_argument("--no-grace", dest="grace", action="store_const", const=0.0)
     p.add_argument("--json", action="store_true")
@@ -214,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `authgate` console script."""
     args = build_parser().parse_args(argv)
     try:
+        _check_store_args(args)
         code: int = args.func(args)
     except CLIError as exc:
         print(f"authgate: error: {exc}", file=sys.stderr)
@@ -224,7 +260,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlite3.Error as exc:  # not a database, locked for too long
         print(f"authgate: error: {args.db}: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:
+        if not _is_redis_error(exc):
+            raise
+        # Redis down, refused auth, wrong URL: one line, never the URL's password.
+        print(f"authgate: error: {args.redis_shown}: {exc}", file=sys.stderr)
+        return 1
     return code
+
+
+def _is_redis_error(exc: BaseException) -> bool:
+    exceptions = sys.modules.get("redis.exceptions")  # loaded only with a Redis store
+    return exceptions is not None and isinstance(exc, exceptions.RedisError)
 
 
 if __name__ == "__main__":

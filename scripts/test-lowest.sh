@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d -t authgate-lowest-XXXXXX)
 trap 'rm -rf "$work"' EXIT
 bash scripts/venv.sh "$work/venv"
+bash scripts/redis-setup.sh  # tests/test_redis_store.py runs a real redis-server
 PY=$work/venv/bin/python
 "$PY" scripts/lowest.py >"$work/constraints.txt"
 echo "lowest versions: $(tr '\n' ' ' <"$work/constraints.txt")"

@@ -18,6 +18,8 @@ fi
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
+# The Redis key store's tests run a real redis-server (tests/redis_server.py), from Debian.
+bash scripts/redis-setup.sh
 # The end-to-end benchmark tests drive real servers with wrk (Debian).
 bash scripts/bench-setup.sh
 "$PY" -m pip install --disable-pip-version-check -q -e '.[test,demo,bench]'

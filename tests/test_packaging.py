@@ -16,7 +16,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("asgi_auth", "wsgi_auth")
 # Modules that serve an extra, and the extra; everything else is the core.
-EXTRA_MODULES = {"asgi_auth/demo.py": "demo"}
+# asgi_auth/keys/redis.py imports redis-py, which only the "redis" extra brings; the core
+# loads that module lazily (`asgi_auth.keys.RedisKeyStore`), never on import.
+EXTRA_MODULES = {"asgi_auth/demo.py": "demo", "asgi_auth/keys/redis.py": "redis"}
 # Import names of the distributions that differ from them.
 IMPORT_NAMES = {"pyjwt": "jwt"}
 
@@ -87,6 +89,8 @@ def test_core_dependencies_are_exactly_what_the_core_imports() -> None:
     assert core_imports - {"httpx", "django"} == {IMPORT_NAMES.get(d, d) for d in core}
     assert "starlette" not in core
     assert "starlette" in extras["demo"]
+    assert "redis" not in core
+    assert "redis" in extras["redis"]
 
 
 _CORE_ONLY_CHECK = textwrap.dedent(
@@ -94,7 +98,7 @@ _CORE_ONLY_CHECK = textwrap.dedent(
     import importlib, json, pkgutil, sys, threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    for absent in ("starlette", "uvicorn", "httpx", "fastapi", "flask"):
+    for absent in ("starlette", "uvicorn", "httpx", "fastapi", "flask", "redis"):
         try:
             importlib.import_module(absent)
         except ModuleNotFoundError:
@@ -108,7 +112,7 @@ _CORE_ONLY_CHECK = textwrap.dedent(
         modules = [root] + [
             importlib.import_module(info.name)
             for info in pkgutil.walk_packages(root.__path__, package + ".")
-            if info.name != "asgi_auth.demo"
+            if info.name not in ("asgi_auth.demo", "asgi_auth.keys.redis")
         ]
         for module in modules:
             for name in getattr(module, "__all__", ()):
@@ -120,6 +124,19 @@ _CORE_ONLY_CHECK = textwrap.dedent(
         assert exc.name == "starlette", exc.name
     else:
         raise SystemExit("asgi_auth.demo imported without the demo extra")
+
+    # RedisKeyStore is named by asgi_auth.keys but needs the redis extra: a clear error.
+    import asgi_auth.keys
+    for load in (
+        lambda: asgi_auth.keys.RedisKeyStore,
+        lambda: importlib.import_module("asgi_auth.keys.redis"),
+    ):
+        try:
+            load()
+        except ImportError as exc:
+            assert "pip install 'authgate[redis]'" in str(exc), str(exc)
+        else:
+            raise SystemExit("RedisKeyStore loaded without the redis extra")
 
     # The caller-side auth works through httpx2 alone, against a real server.
     import httpx2

@@ -9,6 +9,7 @@ import time
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -243,3 +244,31 @@ def test_reprs_hold_no_secret(world: World) -> None:
     assert rotated.key.startswith("agk_")
     for record in w.store.list():
         assert rotated.key not in repr(record.public_dict())
+
+
+def test_redis_store_reprs_hold_no_secret_nor_the_url_password(tmp_path: Path) -> None:
+    from asgi_auth.keys import RedisKeyStore
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(tmp_path, password="pw-" + new_secret())
+    server.start()
+    try:
+        store = RedisKeyStore(server.url)
+        auth = APIKeyAuth(store)
+        secrets = Secrets()
+        issued = store.create("fresh", scopes=["read"])
+        secrets.add(issued.key)
+        rotated = store.rotate(issued.record.key_id)
+        assert rotated is not None
+        secrets.add(rotated.key)
+        identity = SyncDriver().run(auth.flow(rotated.key, REQ))
+        assert server.password is not None
+        secrets.fragments.add(server.password)
+        for obj in (store, auth, issued, rotated, identity, *store.list()):
+            secrets.assert_absent(repr(obj), f"repr of {type(obj).__name__}")
+            secrets.assert_absent(str(obj), f"str of {type(obj).__name__}")
+            for blob in (rotated.record.secret_hash, store.hash_key):
+                assert repr(blob) not in repr(obj) and blob.hex() not in repr(obj)
+        store.close()
+    finally:
+        server.stop()
