@@ -18,12 +18,15 @@ import time
 from base64 import urlsafe_b64encode
 from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from .authenticator import require_durations, require_timeouts
 from .errors import AuthError, Challenge
 from .jose import ASYMMETRIC, VerifyKey, json_segment, jwk_to_key, signature_segment, split_jws
+
+if TYPE_CHECKING:
+    from .dpop_redis import RedisReplayCache as RedisReplayCache
 
 DEFAULT_ALGS = ("ES256", "EdDSA", "Ed25519", "RS256", "PS256", "ES384")
 _THUMBPRINT_MEMBERS = {
@@ -88,11 +91,26 @@ def normalize_htu(url: str) -> str:
 
 
 class ReplayCache(Protocol):
-    """Remembers proof `jti`s; a shared store (Redis) can implement it across processes."""
+    """Remembers proof `jti`s; a shared store (`RedisReplayCache`) does it across processes.
+
+    The verifier passes `"<proof key thumbprint>:<jti>"`. `htu` is not part of it: it is
+    signed in the proof, so a replayed proof carries the same one, and leaving it out
+    refuses a `jti` a client reuses for another URL too (stricter than `jti` and `htu`).
+    An implementation may raise `ServiceUnavailable` (a 503) when it cannot tell."""
 
     def seen(self, jti: str, expires_at: float) -> bool:
         """True if `jti` was seen before; otherwise remember it until `expires_at`."""
         ...
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RedisReplayCache":
+        # Loaded on first use: raises ImportError naming `pip install 'authgate[redis]'`
+        # without redis-py, and the core imports without it.
+        from .dpop_redis import RedisReplayCache
+
+        return RedisReplayCache
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class MemoryReplayCache:

@@ -17,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("asgi_auth", "wsgi_auth")
 # Modules that serve an extra, and the extra; everything else is the core.
 # asgi_auth/keys/redis.py imports redis-py, which only the "redis" extra brings; the core
-# loads that module lazily (`asgi_auth.keys.RedisKeyStore`), never on import.
-EXTRA_MODULES = {"asgi_auth/demo.py": "demo", "asgi_auth/keys/redis.py": "redis"}
+# loads that module lazily (`asgi_auth.keys.RedisKeyStore`), never on import; so does
+# asgi_auth/dpop_redis.py (`asgi_auth.dpop.RedisReplayCache`).
+EXTRA_MODULES = {
+    "asgi_auth/demo.py": "demo",
+    "asgi_auth/keys/redis.py": "redis",
+    "asgi_auth/dpop_redis.py": "redis",
+}
 # Import names of the distributions that differ from them.
 IMPORT_NAMES = {"pyjwt": "jwt"}
 
@@ -112,7 +117,7 @@ _CORE_ONLY_CHECK = textwrap.dedent(
         modules = [root] + [
             importlib.import_module(info.name)
             for info in pkgutil.walk_packages(root.__path__, package + ".")
-            if info.name not in ("asgi_auth.demo", "asgi_auth.keys.redis")
+            if info.name not in ("asgi_auth.demo", "asgi_auth.keys.redis", "asgi_auth.dpop_redis")
         ]
         for module in modules:
             for name in getattr(module, "__all__", ()):
@@ -125,18 +130,22 @@ _CORE_ONLY_CHECK = textwrap.dedent(
     else:
         raise SystemExit("asgi_auth.demo imported without the demo extra")
 
-    # RedisKeyStore is named by asgi_auth.keys but needs the redis extra: a clear error.
+    # RedisKeyStore (asgi_auth.keys) and RedisReplayCache (asgi_auth.dpop) are named by
+    # the core but need the redis extra: a clear error.
+    import asgi_auth.dpop
     import asgi_auth.keys
     for load in (
         lambda: asgi_auth.keys.RedisKeyStore,
         lambda: importlib.import_module("asgi_auth.keys.redis"),
+        lambda: asgi_auth.dpop.RedisReplayCache,
+        lambda: importlib.import_module("asgi_auth.dpop_redis"),
     ):
         try:
             load()
         except ImportError as exc:
             assert "pip install 'authgate[redis]'" in str(exc), str(exc)
         else:
-            raise SystemExit("RedisKeyStore loaded without the redis extra")
+            raise SystemExit("a Redis class loaded without the redis extra")
 
     # The caller-side auth works through httpx2 alone, against a real server.
     import httpx2
