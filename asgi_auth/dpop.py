@@ -96,7 +96,9 @@ class ReplayCache(Protocol):
     The verifier passes `"<proof key thumbprint>:<jti>"`. `htu` is not part of it: it is
     signed in the proof, so a replayed proof carries the same one, and leaving it out
     refuses a `jti` a client reuses for another URL too (stricter than `jti` and `htu`).
-    An implementation may raise `ServiceUnavailable` (a 503) when it cannot tell."""
+    An implementation may raise `ServiceUnavailable` (a 503) when it cannot tell, and may
+    add `async def aseen(jti, expires_at) -> bool`, which the ASGI middleware awaits
+    instead (so that its I/O does not block the event loop)."""
 
     def seen(self, jti: str, expires_at: float) -> bool:
         """True if `jti` was seen before; otherwise remember it until `expires_at`."""
@@ -253,6 +255,30 @@ class DPoPVerifier:
 
         `jkt` is the thumbprint the access token is bound to (`cnf.jkt`), if any.
         """
+        proof_jkt, replay_key, expires_at = self._check(proof, method, url, access_token, jkt)
+        if self.replay_cache.seen(replay_key, expires_at):
+            raise DPoPError("DPoP proof replayed", reason="dpop_replay")
+        return proof_jkt
+
+    async def averify(
+        self, proof: str, *, method: str, url: str, access_token: str | None, jkt: str | None
+    ) -> str:
+        """`verify` for an event loop: a replay cache with an `aseen` coroutine (Redis) is
+        awaited, so its I/O never blocks the loop; any other is called as `verify` does."""
+        proof_jkt, replay_key, expires_at = self._check(proof, method, url, access_token, jkt)
+        aseen = getattr(self.replay_cache, "aseen", None)
+        if aseen is not None:
+            seen = bool(await aseen(replay_key, expires_at))
+        else:
+            seen = self.replay_cache.seen(replay_key, expires_at)
+        if seen:
+            raise DPoPError("DPoP proof replayed", reason="dpop_replay")
+        return proof_jkt
+
+    def _check(
+        self, proof: str, method: str, url: str, access_token: str | None, jkt: str | None
+    ) -> tuple[str, str, float]:
+        """Everything but the replay check: `(proof key thumbprint, replay key, until)`."""
         if len(proof) > self.max_proof_bytes:
             raise DPoPError("DPoP proof too large", reason="dpop_malformed")
         try:
@@ -293,9 +319,7 @@ class DPoPVerifier:
         jti = claims.get("jti")
         if type(jti) is not str or not jti or len(jti) > 256:
             raise DPoPError("DPoP proof needs a jti", reason="dpop_jti")
-        if self.replay_cache.seen(f"{proof_jkt}:{jti}", iat + self.max_age + self.leeway):
-            raise DPoPError("DPoP proof replayed", reason="dpop_replay")
-        return proof_jkt
+        return proof_jkt, f"{proof_jkt}:{jti}", iat + self.max_age + self.leeway
 
 
 def dpop_setup(

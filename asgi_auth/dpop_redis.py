@@ -3,12 +3,17 @@ Extra "redis"."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 try:
     import redis
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry as AsyncRetry
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ModuleNotFoundError as exc:  # pragma: no cover - the core alone, without the extra
@@ -36,11 +41,11 @@ class RedisReplayCache:
     `{namespace}:dpop:` and the SHA-256 of what the verifier passes (the proof key's
     thumbprint and the `jti`): no `jti` is stored in plaintext.
 
-    The check runs inside the request, synchronously (under ASGI on the event loop), so
-    every call is bounded by `timeout` (connect and socket time-outs, no retry): a slow or
-    unreachable Redis holds a request, and the loop, for at most about that long. A failure
-    or time-out is a 503 with `Retry-After` (fail closed: never a 200 for a proof that
-    may be a replay, never a 401 for a good one); the next request connects again.
+    Under ASGI the check is awaited on redis-py's asyncio client (one per event loop),
+    so it never blocks the loop; under WSGI it uses the sync client. Every call is bounded
+    by `timeout` (connect and socket time-outs, no retry). A failure or time-out is a 503
+    with `Retry-After` (fail closed: never a 200 for a proof that may be a replay, never a
+    401 for a good one); the next request connects again.
     """
 
     def __init__(
@@ -62,13 +67,27 @@ class RedisReplayCache:
         self.retry_after = retry_after
         self._clock = clock
         self._prefix = "{" + namespace + "}:dpop:"
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=False,
-        )
+        self._client = redis.Redis.from_url(url, **self._options(Retry(NoBackoff(), 0)))
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, aioredis.Redis
+        ] = weakref.WeakKeyDictionary()
+
+    def _options(self, retry: Any) -> dict[str, Any]:
+        return {
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": self.timeout,
+            "retry": retry,
+            "decode_responses": False,
+        }
+
+    def _aclient(self) -> aioredis.Redis:
+        """This event loop's client: asyncio connections belong to the loop that made them."""
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = aioredis.Redis.from_url(self._url, **self._options(AsyncRetry(NoBackoff(), 0)))
+            self._async_clients[loop] = client
+        return client
 
     def __repr__(self) -> str:
         return f"RedisReplayCache({redact_url(self._url)!r}, namespace={self.namespace!r})"
@@ -82,19 +101,41 @@ class RedisReplayCache:
         """The Redis key of a replay key: hashed, so Redis never holds a `jti`."""
         return self._prefix + hashlib.sha256(jti.encode("utf-8", "surrogatepass")).hexdigest()
 
+    def _ttl_ms(self, expires_at: float) -> int:
+        return max(1, int((expires_at - self._clock()) * 1000) + 1)
+
+    def _unavailable(self, exc: BaseException) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            "DPoP replay cache unavailable",
+            retry_after=self.retry_after,
+            reason="dpop_replay_unavailable",
+            context={"error": type(exc).__name__, "redis": self.url},
+        )
+
     def seen(self, jti: str, expires_at: float) -> bool:
-        ttl_ms = max(1, int((expires_at - self._clock()) * 1000) + 1)
         try:
-            added = self._client.set(self.key(jti), b"1", nx=True, px=ttl_ms)
+            added = self._client.set(self.key(jti), b"1", nx=True, px=self._ttl_ms(expires_at))
         except (redis.RedisError, OSError) as exc:
-            raise ServiceUnavailable(
-                "DPoP replay cache unavailable",
-                retry_after=self.retry_after,
-                reason="dpop_replay_unavailable",
-                context={"error": type(exc).__name__, "redis": self.url},
-            ) from None
+            raise self._unavailable(exc) from None
+        return not added
+
+    async def aseen(self, jti: str, expires_at: float) -> bool:
+        """`seen` on this event loop's asyncio client."""
+        client = self._aclient()
+        try:
+            async with asyncio.timeout(2 * self.timeout):  # connect, then the reply
+                added = await client.set(self.key(jti), b"1", nx=True, px=self._ttl_ms(expires_at))
+        except (redis.RedisError, OSError, TimeoutError) as exc:
+            raise self._unavailable(exc) from None
         return not added
 
     def close(self) -> None:
-        """Close the client's connections."""
+        """Close the sync client's connections (async clients close with their loops)."""
         self._client.close()
+
+    async def aclose(self) -> None:
+        """Close this event loop's async client."""
+        client = self._async_clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            closer = getattr(client, "aclose", None)  # redis-py 5.0.0 has only `close`
+            await (closer() if closer is not None else client.close())

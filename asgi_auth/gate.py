@@ -405,12 +405,11 @@ class Gate:
         token: str,
         identity: Identity,
         proof: str | None,
-        method: str,
-        url: Callable[[], str],
-    ) -> None:
+    ) -> tuple[DPoPVerifier, str]:
         """DPoP (RFC 9449 §7.1): a bound token needs the DPoP scheme and a valid proof
         made with its key; the DPoP scheme needs a bound token. Runs on every request
-        (a proof is single-use), after the token itself was checked or found cached."""
+        (a proof is single-use), after the token itself was checked or found cached.
+        Returns the verifier and the proof, for the caller to verify (sync or async)."""
         verifier: DPoPVerifier | None = getattr(auth, "dpop_verifier", None)
         if scheme != "dpop":
             # With DPoP on or off here: a bound token used as a bearer token is exactly
@@ -434,7 +433,7 @@ class Gate:
             raise DPoPError("DPoP proof missing", reason="dpop_missing")
         if "," in proof:
             raise DPoPError("more than one DPoP proof", reason="dpop_multiple")
-        verifier.verify(proof, method=method, url=url(), access_token=token, jkt=identity.dpop_jkt)
+        return verifier, proof
 
     def admit(
         self,
@@ -449,7 +448,31 @@ class Gate:
         Middlewares call this only when there is something to check."""
         auth, token, _label, scheme, _raw = credential
         if scheme == "dpop" or identity.dpop_jkt is not None:
-            self.check_binding(auth, scheme, token, identity, found.get("dpop"), method, url)
+            verifier, proof = self.check_binding(auth, scheme, token, identity, found.get("dpop"))
+            verifier.verify(
+                proof, method=method, url=url(), access_token=token, jkt=identity.dpop_jkt
+            )
+        if decision.scopes:
+            self.authorize(
+                decision, identity, "DPoP" if scheme == "dpop" else auth.challenge.scheme
+            )
+
+    async def aadmit(
+        self,
+        decision: Decision,
+        credential: Credential,
+        identity: Identity,
+        found: Mapping[str, str],
+        method: str,
+        url: Callable[[], str],
+    ) -> None:
+        """`admit` on an event loop: a replay cache's I/O (Redis) is awaited."""
+        auth, token, _label, scheme, _raw = credential
+        if scheme == "dpop" or identity.dpop_jkt is not None:
+            verifier, proof = self.check_binding(auth, scheme, token, identity, found.get("dpop"))
+            await verifier.averify(
+                proof, method=method, url=url(), access_token=token, jkt=identity.dpop_jkt
+            )
         if decision.scopes:
             self.authorize(
                 decision, identity, "DPoP" if scheme == "dpop" else auth.challenge.scheme

@@ -123,7 +123,9 @@ class AuthMiddleware:
                         identity = await self._driver.resume(flow, effect)
                 gate.remember(got)
             if decision.scopes or scheme == "dpop" or identity.dpop_jkt is not None:
-                gate.admit(decision, got, identity, found, method, lambda: _url(gate, scope, found))
+                await gate.aadmit(
+                    decision, got, identity, found, method, lambda: _url(gate, scope, found)
+                )
         except AuthError as error:
             await self._deny(
                 gate.deny(error, _info(scope, method, path)), error, scope, receive, send

@@ -6,7 +6,9 @@ that shares the Redis; nonces derived from a shared `nonce_secret` are good in a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import json
 import os
 import socket
@@ -18,15 +20,16 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from asgi_auth import JWTAuth
+from asgi_auth import AuthMiddleware, JWTAuth
 from asgi_auth.dpop import DPoPError, DPoPVerifier, RedisReplayCache
 from asgi_auth.errors import ServiceUnavailable
 from tests.dpop_client import DPoPKey
-from tests.helpers_core import Client, make_client
+from tests.helpers_core import ASGIApp, Client, http_scope, make_client
 from tests.idp import IdP, running_idp
 from tests.redis_server import RedisServer
 
@@ -309,3 +312,55 @@ def test_a_redis_that_never_answers_holds_a_request_no_longer_than_the_timeout()
     assert caught.value.reason == "dpop_replay_unavailable"
     assert "pw" not in str(caught.value.context)
     assert "TimeoutError" in str(caught.value.context)
+
+
+def test_under_asgi_a_hung_redis_does_not_block_the_event_loop(idp: IdP) -> None:
+    key = DPoPKey()
+    token = idp.token(cnf={"jkt": key.jkt})
+    with socket.socket() as silent:  # accepts connections, never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        cache = RedisReplayCache(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", timeout=0.3)
+        auth = JWTAuth(
+            idp.issuer,
+            "api",
+            algorithms=["ES256"],
+            jwks_uri=idp.jwks_uri,
+            dpop_verifier=DPoPVerifier(replay_cache=cache),
+        )
+        app = ASGIApp()
+        mw = AuthMiddleware(app, authenticators=[auth])
+        scope = http_scope("/me", headers=headers(token, key.proof("GET", URL, token)))
+        sent: list[dict[str, Any]] = []
+        ticks: list[float] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def main() -> float:
+            done = asyncio.Event()
+
+            async def ticker() -> None:
+                while not done.is_set():
+                    ticks.append(time.monotonic())
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.create_task(ticker())
+            started = time.monotonic()
+            await mw(scope, receive, send)
+            elapsed = time.monotonic() - started
+            done.set()
+            await task
+            return elapsed
+
+        elapsed = asyncio.run(main())
+    assert sent[0]["status"] == 503
+    assert (b"retry-after", b"5") in sent[0]["headers"]
+    assert not app.calls
+    assert 0.25 <= elapsed < 1.5, elapsed
+    # The loop kept running while the request waited on Redis: no gap near the wait.
+    assert len(ticks) >= 10
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.2
