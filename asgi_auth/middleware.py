@@ -122,10 +122,13 @@ class AuthMiddleware:
                     else:
                         identity = await self._driver.resume(flow, effect)
                 gate.remember(got)
-            if decision.scopes or scheme == "dpop" or identity.dpop_jkt is not None:
+            if scheme == "dpop" or identity.dpop_jkt is not None:
+                # Only DPoP awaits (its replay check may ask Redis): no coroutine for the rest.
                 await gate.aadmit(
                     decision, got, identity, found, method, lambda: _url(gate, scope, found)
                 )
+            elif decision.scopes:
+                gate.authorize(decision, identity, auth.challenge.scheme)
         except AuthError as error:
             await self._deny(
                 gate.deny(error, _info(scope, method, path)), error, scope, receive, send

@@ -94,10 +94,12 @@ class AuthMiddleware:
                 if identity is None:
                     identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
                 gate.remember(got)
-            if decision.scopes or scheme == "dpop" or identity.dpop_jkt is not None:
+            if scheme == "dpop" or identity.dpop_jkt is not None:
                 gate.admit(
                     decision, got, identity, found, method, lambda: _url(gate, environ, found)
                 )
+            elif decision.scopes:  # no closure, no call through `admit`: the common case
+                gate.authorize(decision, identity, auth.challenge.scheme)
         except AuthError as error:
             return _respond(gate.deny(error, _info(environ, method, path)), start_response)
         environ[IDENTITY_KEY] = identity
