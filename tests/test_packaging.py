@@ -18,7 +18,12 @@ PACKAGES = ("asgi_auth", "wsgi_auth")
 # Modules that serve an extra, and the extra; everything else is the core.
 # asgi_auth/keys/redis.py imports redis-py, which only the "redis" extra brings; the core
 # loads that module lazily (`asgi_auth.keys.RedisKeyStore`), never on import.
-EXTRA_MODULES = {"asgi_auth/demo.py": "demo", "asgi_auth/keys/redis.py": "redis"}
+EXTRA_MODULES = {
+    "asgi_auth/demo.py": "demo",
+    "asgi_auth/keys/redis.py": "redis",
+    # RedisIntrospectionCache: imported by whoever passes it as `shared_cache=`.
+    "asgi_auth/introspection_redis.py": "redis",
+}
 # Import names of the distributions that differ from them.
 IMPORT_NAMES = {"pyjwt": "jwt"}
 
@@ -112,7 +117,8 @@ _CORE_ONLY_CHECK = textwrap.dedent(
         modules = [root] + [
             importlib.import_module(info.name)
             for info in pkgutil.walk_packages(root.__path__, package + ".")
-            if info.name not in ("asgi_auth.demo", "asgi_auth.keys.redis")
+            if info.name
+            not in ("asgi_auth.demo", "asgi_auth.keys.redis", "asgi_auth.introspection_redis")
         ]
         for module in modules:
             for name in getattr(module, "__all__", ()):
@@ -130,6 +136,7 @@ _CORE_ONLY_CHECK = textwrap.dedent(
     for load in (
         lambda: asgi_auth.keys.RedisKeyStore,
         lambda: importlib.import_module("asgi_auth.keys.redis"),
+        lambda: importlib.import_module("asgi_auth.introspection_redis"),
     ):
         try:
             load()
