@@ -22,7 +22,7 @@ from .authenticator import RequestInfo, require_durations, require_timeouts
 from .cache import HitCache
 from .discovery import Metadata
 from .dpop import DPoPVerifier, dpop_setup
-from .errors import Challenge, InvalidToken, ServiceUnavailable
+from .errors import AuthError, Challenge, InvalidToken, ServiceUnavailable
 from .flow import Effect, EffectFailed, Flow
 from .http import HTTP, require_secure_url
 from .identity import Identity
@@ -204,9 +204,13 @@ class IntrospectionAuth:
                     with self._lock:
                         self._inactive[digest] = min(until, now + self.negative_ttl)
                     raise InvalidToken("token is not active", reason="inactive", context=ctx)
-                identity = self._identity(answer, now, ctx)
-                self._hits.put(token, identity, min(until, self._deadline(identity, now)))
-                return identity
+                try:
+                    identity = self._identity(answer, now, ctx)
+                except AuthError:
+                    identity = None  # a stored answer that fails the checks: ask the endpoint
+                if identity is not None:
+                    self._hits.put(token, identity, min(until, self._deadline(identity, now)))
+                    return identity
         req = self._request(token)
         try:
             result = yield Effect(

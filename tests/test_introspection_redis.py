@@ -196,7 +196,15 @@ def test_garbage_in_redis_is_ignored_never_a_pass(
     active(idp, "g")
     assert a.status("g") == 200
     (key,) = entries(raw, namespace)
-    for junk in (b"not json", b'{"answer": {"active": "true", "sub": "x"}, "until": 1e12}', b"{}"):
+    junk_values = (
+        b"not json",
+        b"{}",
+        b'{"answer": {"active": "true", "sub": "x"}, "until": 1e12}',
+        b'{"answer": {"active": true, "sub": "x", "exp": "soon"}, "until": 1e12}',
+        b'{"answer": {"active": true, "sub": "x", "exp": 5}, "until": 1e12}',
+        b'{"answer": {"active": true, "sub": "x"}, "until": NaN}',
+    )
+    for junk in junk_values:
         raw.set(key, junk)
         before = idp.introspections
         idp.introspection["g"] = {"active": False}
