@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import math
 import threading
 import time
 from base64 import b64encode
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from cachetools import TLRUCache
@@ -20,7 +22,7 @@ from .authenticator import RequestInfo, require_durations, require_timeouts
 from .cache import HitCache
 from .discovery import Metadata
 from .dpop import DPoPVerifier, dpop_setup
-from .errors import Challenge, InvalidToken, ServiceUnavailable
+from .errors import AuthError, Challenge, InvalidToken, ServiceUnavailable
 from .flow import Effect, EffectFailed, Flow
 from .http import HTTP, require_secure_url
 from .identity import Identity
@@ -28,6 +30,41 @@ from .identity import Identity
 log = logging.getLogger("asgi_auth")
 
 AuthMethod = Literal["client_secret_basic", "client_secret_post"]
+
+
+class SharedCache(Protocol):
+    """Where workers share introspection answers (`RedisIntrospectionCache`, extra
+    "redis"). `material` holds the token: an implementation stores only a keyed hash of
+    it. `get`/`put` serve the sync driver, `aget`/`aput` the async one."""
+
+    timeout: float
+
+    def available(self) -> bool: ...
+    def failed(self, error: BaseException) -> None: ...
+    def succeeded(self) -> None: ...
+    def get(self, material: bytes) -> bytes | None: ...
+    async def aget(self, material: bytes) -> bytes | None: ...
+    def put(self, material: bytes, value: bytes, ttl_ms: int) -> None: ...
+    async def aput(self, material: bytes, value: bytes, ttl_ms: int) -> None: ...
+
+
+def _shared_answer(raw: object) -> tuple[dict[str, Any] | None, float] | None:
+    """A stored `{"answer": {...} | null, "until": deadline}`: (answer or None for an
+    inactive token, deadline); None for anything else (then the endpoint is asked)."""
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        value = strict_json.loads(raw)
+    except ValueError:
+        return None
+    if type(value) is not dict or type(value.get("until")) not in (int, float):
+        return None
+    answer = value.get("answer")
+    if answer is None:
+        return None, float(value["until"])
+    if type(answer) is dict and answer.get("active") is True:
+        return answer, float(value["until"])
+    return None
 
 
 def _unavailable(reason: str, ctx: Mapping[str, object]) -> ServiceUnavailable:
@@ -51,6 +88,9 @@ class IntrospectionAuth:
     - Active answers are cached until `min(exp, now + cache_ttl)`, inactive ones for
       `negative_ttl`; both bounded. One request per token however many wait for it.
     - The endpoint down, slow or answering garbage: 503 with `Retry-After`.
+    - `shared_cache=RedisIntrospectionCache(url)` shares answers between workers: on a
+      local miss Redis is asked before the endpoint, and answers go back there with the
+      time they have left. Redis down or slow: the endpoint is asked, as without it.
     - Next to `JWTAuth`s in one middleware it takes the tokens none of them claims.
     """
 
@@ -77,6 +117,7 @@ class IntrospectionAuth:
         http: HTTP | None = None,
         realm: str | None = None,
         clock: Callable[[], float] = time.time,
+        shared_cache: SharedCache | None = None,
     ) -> None:
         if endpoint is None and issuer is None:
             raise ValueError("IntrospectionAuth needs endpoint= or issuer= (for discovery)")
@@ -112,14 +153,17 @@ class IntrospectionAuth:
         self._hits = HitCache(max_cache_entries, clock)
         #: The hot path: the Identity of a token found active and still valid, or None.
         self.cached: Callable[[str], Identity | None] = self._hits.get
-        self._inactive: TLRUCache[str, bool] = TLRUCache(
-            maxsize=max_cache_entries, ttu=lambda _k, _v, now: now + negative_ttl, timer=clock
+        # digest -> until when it is known inactive (an answer from Redis has less left)
+        self._inactive: TLRUCache[str, float] = TLRUCache(
+            maxsize=max_cache_entries, ttu=lambda _k, until, _now: until, timer=clock
         )
+        self.shared_cache = shared_cache
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         where = self._endpoint or self.issuer
-        return f"IntrospectionAuth({where!r}, client_id={self.client_id!r})"
+        shared = "" if self.shared_cache is None else f", shared_cache={self.shared_cache!r}"
+        return f"IntrospectionAuth({where!r}, client_id={self.client_id!r}{shared})"
 
     def accepts(self, token: str) -> bool:
         return True
@@ -146,6 +190,27 @@ class IntrospectionAuth:
         if endpoint is None:
             assert self._metadata is not None
             endpoint = yield from self._metadata.endpoint("introspection_endpoint")
+        shared = self.shared_cache
+        # What the shared cache keys its HMAC on: answers differ by server and client.
+        material = b""
+        if shared is not None:
+            material = b"\0".join(x.encode() for x in (endpoint, self.client_id, token))
+        if shared is not None and shared.available():
+            found = yield from self._shared_get(shared, material, endpoint, digest)
+            now = self._clock()
+            if found is not None and found[1] > now:  # `until` passed: the endpoint decides
+                answer, until = found
+                if answer is None:
+                    with self._lock:
+                        self._inactive[digest] = min(until, now + self.negative_ttl)
+                    raise InvalidToken("token is not active", reason="inactive", context=ctx)
+                try:
+                    identity = self._identity(answer, now, ctx)
+                except AuthError:
+                    identity = None  # a stored answer that fails the checks: ask the endpoint
+                if identity is not None:
+                    self._hits.put(token, identity, min(until, self._deadline(identity, now)))
+                    return identity
         req = self._request(token)
         try:
             result = yield Effect(
@@ -168,15 +233,74 @@ class IntrospectionAuth:
             raise _unavailable("introspection_invalid", ctx)
         now = self._clock()
         if answer["active"] is not True:
+            until = now + self.negative_ttl
             with self._lock:
-                self._inactive[digest] = True
+                self._inactive[digest] = until
+            if shared is not None:
+                yield from self._shared_put(shared, material, endpoint, digest, None, until, now)
             raise InvalidToken("token is not active", reason="inactive", context=ctx)
         identity = self._identity(answer, now, ctx)
+        deadline = self._deadline(identity, now)
+        self._hits.put(token, identity, deadline)
+        if shared is not None:
+            # The answer (the Identity's claims), without any value equal to the token.
+            kept = {k: v for k, v in answer.items() if v != token}
+            yield from self._shared_put(shared, material, endpoint, digest, kept, deadline, now)
+        return identity
+
+    def _deadline(self, identity: Identity, now: float) -> float:
         deadline = now + self.cache_ttl
         if identity.expires_at is not None:
             deadline = min(deadline, identity.expires_at)
-        self._hits.put(token, identity, deadline)
-        return identity
+        return deadline
+
+    def _shared_get(
+        self, shared: SharedCache, material: bytes, endpoint: str, digest: str
+    ) -> Flow[tuple[dict[str, Any] | None, float] | None]:
+        """The answer other workers stored, through the driver (one GET per token however
+        many wait); None on a miss, on garbage and when Redis fails (logged once)."""
+        try:
+            raw = yield Effect(
+                key=("introspect-shared", endpoint, digest),
+                sync=partial(shared.get, material),
+                async_=partial(shared.aget, material),
+                timeout=shared.timeout,
+            )
+        except EffectFailed as exc:
+            shared.failed(exc.cause)
+            return None
+        shared.succeeded()
+        return _shared_answer(raw)
+
+    def _shared_put(
+        self,
+        shared: SharedCache,
+        material: bytes,
+        endpoint: str,
+        digest: str,
+        answer: dict[str, Any] | None,
+        until: float,
+        now: float,
+    ) -> Flow[None]:
+        """Store an answer for the time it has left (`PX`); best effort: failures are
+        logged once and the request goes on."""
+        ttl_ms = math.floor((until - now) * 1000)
+        if ttl_ms < 1 or not shared.available():
+            return
+        value = json.dumps({"answer": answer, "until": until}, separators=(",", ":")).encode()
+        try:
+            # join=False: requests that waited on one introspection write it back once.
+            yield Effect(
+                key=("introspect-shared-put", endpoint, digest),
+                sync=partial(shared.put, material, value, ttl_ms),
+                async_=partial(shared.aput, material, value, ttl_ms),
+                timeout=shared.timeout,
+                join=False,
+            )
+        except EffectFailed as exc:
+            shared.failed(exc.cause)
+        else:
+            shared.succeeded()
 
     def _identity(self, a: dict[str, Any], now: float, ctx: dict[str, object]) -> Identity:
         def bad(description: str, reason: str) -> InvalidToken:

@@ -23,6 +23,8 @@ EXTRA_MODULES = {
     "asgi_auth/demo.py": "demo",
     "asgi_auth/keys/redis.py": "redis",
     "asgi_auth/dpop_redis.py": "redis",
+    # RedisIntrospectionCache: imported by whoever passes it as `shared_cache=`.
+    "asgi_auth/introspection_redis.py": "redis",
 }
 # Import names of the distributions that differ from them.
 IMPORT_NAMES = {"pyjwt": "jwt"}
@@ -111,13 +113,19 @@ _CORE_ONLY_CHECK = textwrap.dedent(
         else:
             raise SystemExit(f"{absent} is installed: this is not the core alone")
 
+    EXTRA_IMPORTS = {
+        "asgi_auth.demo",
+        "asgi_auth.keys.redis",
+        "asgi_auth.dpop_redis",
+        "asgi_auth.introspection_redis",
+    }
     imported = []
     for package in ("asgi_auth", "wsgi_auth"):
         root = importlib.import_module(package)
         modules = [root] + [
             importlib.import_module(info.name)
             for info in pkgutil.walk_packages(root.__path__, package + ".")
-            if info.name not in ("asgi_auth.demo", "asgi_auth.keys.redis", "asgi_auth.dpop_redis")
+            if info.name not in EXTRA_IMPORTS
         ]
         for module in modules:
             for name in getattr(module, "__all__", ()):
@@ -139,6 +147,7 @@ _CORE_ONLY_CHECK = textwrap.dedent(
         lambda: importlib.import_module("asgi_auth.keys.redis"),
         lambda: asgi_auth.dpop.RedisReplayCache,
         lambda: importlib.import_module("asgi_auth.dpop_redis"),
+        lambda: importlib.import_module("asgi_auth.introspection_redis"),
     ):
         try:
             load()
