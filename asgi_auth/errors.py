@@ -178,3 +178,26 @@ class ServiceUnavailable(AuthError):
 
     def headers(self, challenges: Sequence[Challenge]) -> list[tuple[str, str]]:
         return [("Retry-After", str(self.retry_after))]
+
+
+class TooManyRequests(AuthError):
+    """429 with `Retry-After`: too many failed credentials from this client address or for
+    this API key id within the throttle's window (see `asgi_auth.throttle`). No challenge:
+    sending another credential now does not help."""
+
+    status = 429
+    error = "too_many_requests"
+
+    def __init__(
+        self,
+        description: str = "too many failed credentials; retry later",
+        *,
+        retry_after: int = 1,
+        reason: str = "throttled",
+        context: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(description, reason=reason, context=context)
+        self.retry_after = retry_after
+
+    def headers(self, challenges: Sequence[Challenge]) -> list[tuple[str, str]]:
+        return [("Retry-After", str(self.retry_after))]

@@ -29,6 +29,7 @@ from .jose import peek_payload
 from .resource import ProtectedResource
 from .routing import RoutePath
 from .rules import Access, Decision, Rule, Rules
+from .throttle import Throttle, client_address
 
 ErrorHook = Callable[[AuthError, RequestInfo], "ErrorResponse | None"]
 
@@ -72,6 +73,9 @@ class GateOptions(TypedDict, total=False):
     - `max_credential_bytes`: longer credentials are refused with 401 (8192).
     - `resource`: a `ProtectedResource` to publish as RFC 9728 metadata (served at its
       well-known path, named in every 401 challenge).
+    - `throttle`: a `Throttle` (extra "throttle"): too many failed credentials per client
+      address (through `trusted_proxies`: the rightmost `X-Forwarded-For` entry) or per
+      API key id get 429 with `Retry-After`; see `asgi_auth.throttle`.
     """
 
     optional_paths: Iterable[str]
@@ -87,6 +91,7 @@ class GateOptions(TypedDict, total=False):
     on_error: ErrorHook | None
     max_credential_bytes: int
     resource: ProtectedResource | None
+    throttle: Throttle | None
 
 
 class Gate:
@@ -111,6 +116,7 @@ class Gate:
         on_error: ErrorHook | None = None,
         max_credential_bytes: int = 8192,
         resource: ProtectedResource | None = None,
+        throttle: Throttle | None = None,
     ) -> None:
         authenticators = list(authenticators)
         if not authenticators:
@@ -158,6 +164,9 @@ class Gate:
             wanted.update(("access-control-request-method", "origin"))
         if self.trusted_proxies:
             wanted.update(("x-forwarded-proto", "forwarded"))
+        self.throttle = throttle
+        if throttle is not None and throttle.per_address and self.trusted_proxies:
+            wanted.add("x-forwarded-for")
         self.dpop = any(getattr(a, "dpop_verifier", None) is not None for a in authenticators)
         if self.dpop:
             wanted.update(("dpop", "host"))
@@ -390,6 +399,20 @@ class Gate:
         scheme = self.effective_scheme(scheme, client, found)
         scheme = {"ws": "http", "wss": "https"}.get(scheme, scheme)
         return f"{scheme}://{found.get('host') or host}{path}"
+
+    def throttle_subjects(
+        self,
+        throttle: Throttle,
+        client: str | None,
+        found: Mapping[str, str],
+        credential: Credential,
+    ) -> list[str]:
+        """The throttle counters of a request: its client address (a trusted proxy's
+        `X-Forwarded-For`, rightmost entry, else the socket peer) and its API key id."""
+        address = client
+        if self.trusted_proxies:
+            address = client_address(client, self._trusted, found.get("x-forwarded-for"))
+        return throttle.subjects(address, credential[0], credential[1])
 
     def _trusted(self, client: str) -> bool:
         try:

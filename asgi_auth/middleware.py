@@ -10,8 +10,8 @@ from urllib.parse import quote
 from .authenticator import Authenticator, RequestInfo
 from .errors import AuthError, ErrorResponse, MissingCredentials
 from .flow import AsyncDriver
-from .gate import Gate, GateOptions, preflight_answer
-from .identity import ANONYMOUS, ANONYMOUS_USER
+from .gate import Credential, Gate, GateOptions, preflight_answer
+from .identity import ANONYMOUS, ANONYMOUS_USER, Identity
 from .routing import below_root, path_reader
 from .rules import Decision, strictest
 from .types import ASGIApp, Message, Receive, Scope, Send
@@ -107,21 +107,12 @@ class AuthMiddleware:
                     await self._preflight(scope, receive, send, _info(scope, method, path))
                     return
                 raise MissingCredentials()
-            auth, token, label, scheme, _raw = got
+            auth, token, _label, scheme, _raw = got
             if gate.require_https:
                 gate.check_transport(scope.get("scheme", "http"), _client(scope), found)
             identity = auth.cached(token)
             if identity is None:
-                identity = gate.first(auth, token, label)
-                if identity is None:
-                    flow = auth.flow(token, _info(scope, method, path))
-                    try:
-                        effect = next(flow)  # no I/O needed after all: no await
-                    except StopIteration as done:
-                        identity = done.value
-                    else:
-                        identity = await self._driver.resume(flow, effect)
-                gate.remember(got)
+                identity = await self._verify(got, found, scope, method, path)
             if scheme == "dpop" or identity.dpop_jkt is not None:
                 # Only DPoP awaits (its replay check may ask Redis): no coroutine for the rest.
                 await gate.aadmit(
@@ -137,6 +128,35 @@ class AuthMiddleware:
         scope["auth"] = identity
         scope["user"] = identity.user
         await self.app(scope, receive, send)
+
+    async def _verify(
+        self, got: Credential, found: dict[str, str], scope: Scope, method: str, path: str
+    ) -> Identity:
+        """A credential this process has not verified yet: the throttle's check (before
+        any verification or store lookup), verification, and a failure counted."""
+        gate = self.gate
+        auth, token, label, _scheme, _raw = got
+        throttle = gate.throttle
+        subjects = None
+        if throttle is not None:
+            subjects = gate.throttle_subjects(throttle, _client(scope), found, got)
+            await throttle.acheck(subjects)
+        try:
+            identity = gate.first(auth, token, label)
+            if identity is None:
+                flow = auth.flow(token, _info(scope, method, path))
+                try:
+                    effect = next(flow)  # no I/O needed after all: no await
+                except StopIteration as done:
+                    identity = done.value
+                else:
+                    identity = await self._driver.resume(flow, effect)
+        except AuthError as error:
+            if subjects is not None and throttle is not None and throttle.counts(error):
+                await throttle.afailed(subjects)
+            raise
+        gate.remember(got)
+        return identity
 
     def _judge(self, scope: Scope, method: str) -> tuple[str, Decision]:
         """The route path and decision of a mounted app (`root_path`) or of one that

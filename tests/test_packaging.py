@@ -25,6 +25,9 @@ EXTRA_MODULES = {
     "asgi_auth/dpop_redis.py": "redis",
     # RedisIntrospectionCache: imported by whoever passes it as `shared_cache=`.
     "asgi_auth/introspection_redis.py": "redis",
+    # Throttle imports `limits` inside its constructor: the gate imports the module, and
+    # it loads without the extra (see the core-only check).
+    "asgi_auth/throttle.py": "throttle",
 }
 # Import names of the distributions that differ from them.
 IMPORT_NAMES = {"pyjwt": "jwt"}
@@ -98,6 +101,8 @@ def test_core_dependencies_are_exactly_what_the_core_imports() -> None:
     assert "starlette" in extras["demo"]
     assert "redis" not in core
     assert "redis" in extras["redis"]
+    assert "limits" not in core
+    assert "limits" in extras["throttle"]
 
 
 _CORE_ONLY_CHECK = textwrap.dedent(
@@ -105,7 +110,7 @@ _CORE_ONLY_CHECK = textwrap.dedent(
     import importlib, json, pkgutil, sys, threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    for absent in ("starlette", "uvicorn", "httpx", "fastapi", "flask", "redis"):
+    for absent in ("starlette", "uvicorn", "httpx", "fastapi", "flask", "redis", "limits"):
         try:
             importlib.import_module(absent)
         except ModuleNotFoundError:
@@ -155,6 +160,15 @@ _CORE_ONLY_CHECK = textwrap.dedent(
             assert "pip install 'authgate[redis]'" in str(exc), str(exc)
         else:
             raise SystemExit("a Redis class loaded without the redis extra")
+
+    # The throttle module loads with the core (the gate names it); a Throttle needs limits.
+    from asgi_auth.throttle import Throttle
+    try:
+        Throttle()
+    except ImportError as exc:
+        assert "pip install 'authgate[throttle]'" in str(exc), str(exc)
+    else:
+        raise SystemExit("a Throttle was built without the throttle extra")
 
     # The caller-side auth works through httpx2 alone, against a real server.
     import httpx2

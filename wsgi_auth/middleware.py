@@ -11,8 +11,8 @@ from urllib.parse import quote
 from asgi_auth.authenticator import Authenticator, RequestInfo
 from asgi_auth.errors import AuthError, ErrorResponse, MissingCredentials
 from asgi_auth.flow import SyncDriver
-from asgi_auth.gate import Gate, GateOptions, preflight_answer
-from asgi_auth.identity import ANONYMOUS
+from asgi_auth.gate import Credential, Gate, GateOptions, preflight_answer
+from asgi_auth.identity import ANONYMOUS, Identity
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -83,17 +83,14 @@ class AuthMiddleware:
                 if gate.is_preflight(raw_method, found) and not _has_body(environ):
                     return self._preflight(environ, start_response, _info(environ, method, path))
                 raise MissingCredentials()
-            auth, token, label, scheme, _raw = got
+            auth, token, _label, scheme, _raw = got
             if gate.require_https:
                 gate.check_transport(
                     environ.get("wsgi.url_scheme", "http"), environ.get("REMOTE_ADDR"), found
                 )
             identity = auth.cached(token)
             if identity is None:
-                identity = gate.first(auth, token, label)
-                if identity is None:
-                    identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
-                gate.remember(got)
+                identity = self._verify(got, found, environ, method, path)
             if scheme == "dpop" or identity.dpop_jkt is not None:
                 gate.admit(
                     decision, got, identity, found, method, lambda: _url(gate, environ, found)
@@ -104,6 +101,34 @@ class AuthMiddleware:
             return _respond(gate.deny(error, _info(environ, method, path)), start_response)
         environ[IDENTITY_KEY] = identity
         return self.app(environ, start_response)
+
+    def _verify(
+        self,
+        got: Credential,
+        found: dict[str, str],
+        environ: WSGIEnvironment,
+        method: str,
+        path: str,
+    ) -> Identity:
+        """As `asgi_auth.AuthMiddleware._verify`: throttle check, verification, and a
+        failure counted."""
+        gate = self.gate
+        auth, token, label, _scheme, _raw = got
+        throttle = gate.throttle
+        subjects = None
+        if throttle is not None:
+            subjects = gate.throttle_subjects(throttle, environ.get("REMOTE_ADDR"), found, got)
+            throttle.check(subjects)
+        try:
+            identity = gate.first(auth, token, label)
+            if identity is None:
+                identity = self._driver.run(auth.flow(token, _info(environ, method, path)))
+        except AuthError as error:
+            if subjects is not None and throttle is not None and throttle.counts(error):
+                throttle.failed(subjects)
+            raise
+        gate.remember(got)
+        return identity
 
     def _preflight(
         self, environ: WSGIEnvironment, start_response: StartResponse, request: RequestInfo
