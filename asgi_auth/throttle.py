@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
@@ -106,6 +107,7 @@ class Throttle:
         self._clock = clock
         #: "a:<address>" / "k:<key id>" -> until when this process keeps asking the storage.
         self.recent: dict[str, float] = {}
+        self._lock = threading.Lock()  # WSGI threads share `recent`
         self._down = False
         self._label = storage.split("://", 1)[0] + "://"
 
@@ -165,24 +167,26 @@ class Throttle:
             return []
         now = self._clock()
         out = []
-        for s in subjects:
-            until = recent.get(s)
-            if until is not None:
-                if until > now:
-                    out.append(s)
-                else:
-                    del recent[s]
+        with self._lock:
+            for s in subjects:
+                until = recent.get(s)
+                if until is not None:
+                    if until > now:
+                        out.append(s)
+                    else:
+                        del recent[s]
         return out
 
     def _mark(self, subjects: list[str]) -> None:
         recent = self.recent
         until = self._clock() + self._window
-        for s in subjects:
-            recent.pop(s, None)
-            if len(recent) >= _RECENT_MAX:
-                # Bounded: the oldest goes (it is checked again after its next failure).
-                del recent[next(iter(recent))]
-            recent[s] = until
+        with self._lock:
+            for s in subjects:
+                recent.pop(s, None)
+                if len(recent) >= _RECENT_MAX:
+                    # Bounded: the oldest goes (checked again after its next failure).
+                    del recent[next(iter(recent))]
+                recent[s] = until
 
     def _over(self, subjects: list[str]) -> int | None:
         """Seconds until the first over-limit subject frees up, or None."""

@@ -8,8 +8,11 @@ never passes during a test and assert Retry-After ranges.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -292,3 +295,67 @@ def test_redis_down_fails_closed_with_503_or_open(
     finally:
         server.restart()
     assert closed(good, client=client).status == 200
+
+
+def test_under_asgi_a_hung_redis_does_not_block_the_event_loop() -> None:
+    store = MemoryKeyStore()
+    good = store.create("svc", ["items:read"]).key
+    with socket.socket() as silent:  # accepts connections, never replies
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        throttle = Throttle(
+            "5/minute", storage=f"redis://127.0.0.1:{silent.getsockname()[1]}/0", timeout=0.3
+        )
+        throttle.recent["a:203.0.113.7"] = time.monotonic() + 60  # a recent failure
+        app = ASGIApp()
+        mw = asgi_auth.AuthMiddleware(app, authenticators=[APIKeyAuth(store)], throttle=throttle)
+        scope = http_scope("/items", headers=[("X-API-Key", good)])
+        sent: list[dict[str, Any]] = []
+        ticks: list[float] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        async def main() -> float:
+            done = asyncio.Event()
+
+            async def ticker() -> None:
+                while not done.is_set():
+                    ticks.append(time.monotonic())
+                    await asyncio.sleep(0.01)
+
+            task = asyncio.create_task(ticker())
+            started = time.monotonic()
+            await mw(scope, receive, send)
+            elapsed = time.monotonic() - started
+            done.set()
+            await task
+            return elapsed
+
+        elapsed = asyncio.run(main())
+    assert sent[0]["status"] == 503  # fail closed
+    assert elapsed < 2.0, elapsed
+    # The loop kept running while the storage call waited in its thread.
+    assert len(ticks) >= 10, (len(ticks), elapsed)
+
+
+def test_many_threads_failing_at_once_never_raise(kind: str) -> None:
+    store = MemoryKeyStore()
+    good = store.create("svc", ["items:read"]).key
+    app = Worker(kind, APIKeyAuth(store), throttle=Throttle(f"1000/{HOUR} seconds"))
+    statuses: list[int] = []
+
+    def run(n: int) -> None:
+        for i in range(40):
+            statuses.append(app(altered(good), client=f"192.0.2.{(n * 40 + i) % 50}").status)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(statuses) == 320
+    assert set(statuses) == {401}
