@@ -6,16 +6,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import weakref
 from collections.abc import Callable
-from typing import Any
 
 try:
     import redis
     import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry as AsyncRetry
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 except ModuleNotFoundError as exc:  # pragma: no cover - the core alone, without the extra
     raise ImportError(
         "RedisReplayCache needs the redis extra (redis-py is missing): "
@@ -24,7 +19,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the core alone, without
     ) from exc
 
 from .errors import ServiceUnavailable
-from .keys.redis import redact_url
+from .keys.redis import RedisClients, redact_url
 
 
 class RedisReplayCache:
@@ -67,27 +62,11 @@ class RedisReplayCache:
         self.retry_after = retry_after
         self._clock = clock
         self._prefix = "{" + namespace + "}:dpop:"
-        self._client = redis.Redis.from_url(url, **self._options(Retry(NoBackoff(), 0)))
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, aioredis.Redis
-        ] = weakref.WeakKeyDictionary()
-
-    def _options(self, retry: Any) -> dict[str, Any]:
-        return {
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-            "retry": retry,
-            "decode_responses": False,
-        }
+        self._redis = RedisClients(url, timeout, retries=0)
+        self._client = self._redis.sync
 
     def _aclient(self) -> aioredis.Redis:
-        """This event loop's client: asyncio connections belong to the loop that made them."""
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(self._url, **self._options(AsyncRetry(NoBackoff(), 0)))
-            self._async_clients[loop] = client
-        return client
+        return self._redis.for_loop()
 
     def __repr__(self) -> str:
         return f"RedisReplayCache({redact_url(self._url)!r}, namespace={self.namespace!r})"
@@ -131,11 +110,8 @@ class RedisReplayCache:
 
     def close(self) -> None:
         """Close the sync client's connections (async clients close with their loops)."""
-        self._client.close()
+        self._redis.close()
 
     async def aclose(self) -> None:
         """Close this event loop's async client."""
-        client = self._async_clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            closer = getattr(client, "aclose", None)  # redis-py 5.0.0 has only `close`
-            await (closer() if closer is not None else client.close())
+        await self._redis.aclose()

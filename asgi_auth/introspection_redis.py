@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -10,15 +9,10 @@ import os
 import secrets
 import threading
 import time
-import weakref
 from typing import Any
 
 try:
-    import redis
     import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry as AsyncRetry
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 except ModuleNotFoundError as exc:  # pragma: no cover - the core alone, without the extra
     raise ImportError(
         "RedisIntrospectionCache needs the redis extra (redis-py is missing): "
@@ -26,7 +20,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the core alone, without
         name=exc.name,
     ) from exc
 
-from .keys.redis import HASH_KEY_ENV, redact_url
+from .keys.redis import HASH_KEY_ENV, RedisClients, redact_url
 
 log = logging.getLogger("asgi_auth")
 
@@ -81,20 +75,10 @@ class RedisIntrospectionCache:
         tag = "{" + namespace + "}"
         self._prefix = f"{tag}:introspection:"
         self._hash_key_name = f"{tag}:hash_key"
-        self._client = redis.Redis.from_url(url, **self._options(Retry(NoBackoff(), 1)))
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, aioredis.Redis
-        ] = weakref.WeakKeyDictionary()
+        self._redis = RedisClients(url, timeout, retries=1)
+        self._client = self._redis.sync
         self._state_lock = threading.Lock()
         self._down_until: float | None = None  # None: up; else skipped until then
-
-    def _options(self, retry: Any) -> dict[str, Any]:
-        return {
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-            "retry": retry,
-            "decode_responses": False,
-        }
 
     def __repr__(self) -> str:
         return f"RedisIntrospectionCache({redact_url(self._url)!r}, namespace={self.namespace!r})"
@@ -105,13 +89,7 @@ class RedisIntrospectionCache:
         return redact_url(self._url)
 
     def _aclient(self) -> aioredis.Redis:
-        """This event loop's client: asyncio connections belong to the loop that made them."""
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(self._url, **self._options(AsyncRetry(NoBackoff(), 1)))
-            self._async_clients[loop] = client
-        return client
+        return self._redis.for_loop()
 
     # -- health: one warning per outage ---------------------------------------------------
 
@@ -194,11 +172,8 @@ class RedisIntrospectionCache:
 
     def close(self) -> None:
         """Close the sync client's connections (async clients close with their loops)."""
-        self._client.close()
+        self._redis.close()
 
     async def aclose(self) -> None:
         """Close this event loop's async client."""
-        client = self._async_clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            closer = getattr(client, "aclose", None)  # redis-py 5.0.0 has only `close`
-            await (closer() if closer is not None else client.close())
+        await self._redis.aclose()

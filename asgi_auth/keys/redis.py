@@ -100,6 +100,50 @@ def _record_to_fields(r: KeyRecord) -> dict[str, bytes | str]:
     return fields
 
 
+class RedisClients:
+    """A sync client and one asyncio client per event loop (asyncio connections belong to
+    the loop that made them) for one URL, every call bounded by `timeout`, `retries`
+    reconnects. Shared by RedisKeyStore, RedisReplayCache and RedisIntrospectionCache."""
+
+    def __init__(self, url: str, timeout: float, retries: int) -> None:
+        self._url = url
+        self._timeout = timeout
+        self._retries = retries
+        self.sync = redis.Redis.from_url(url, **self._options(Retry(NoBackoff(), retries)))
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _options(self, retry: Any) -> dict[str, Any]:
+        return {
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": self._timeout,
+            "retry": retry,
+            "decode_responses": False,
+        }
+
+    def for_loop(self) -> aioredis.Redis:
+        """The running event loop's client."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            retry = AsyncRetry(NoBackoff(), self._retries)
+            client = aioredis.Redis.from_url(self._url, **self._options(retry))
+            self._async[loop] = client
+        return client
+
+    def close(self) -> None:
+        """Close the sync client's connections (async clients close with their loops)."""
+        self.sync.close()
+
+    async def aclose(self) -> None:
+        """Close this event loop's async client."""
+        client = self._async.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            closer = getattr(client, "aclose", None)  # redis-py 5.0.0 has only `close`
+            await (closer() if closer is not None else client.close())
+
+
 class RedisKeyStore(KeyStore):
     """API keys in Redis, shared by every process and host that reaches it.
 
@@ -152,19 +196,9 @@ class RedisKeyStore(KeyStore):
         self._key_prefix = f"{tag}:key:"
         self._index = f"{tag}:index"
         self._hash_key_name = f"{tag}:hash_key"
-        self._client = redis.Redis.from_url(url, **self._options(Retry(NoBackoff(), 1)))
+        self._redis = RedisClients(url, timeout, retries=1)
+        self._client = self._redis.sync
         self._insert_script = self._client.register_script(_INSERT)
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, aioredis.Redis
-        ] = weakref.WeakKeyDictionary()
-
-    def _options(self, retry: Any) -> dict[str, Any]:
-        return {
-            "socket_timeout": self.timeout,
-            "socket_connect_timeout": self.timeout,
-            "retry": retry,
-            "decode_responses": False,
-        }
 
     def __repr__(self) -> str:
         return f"RedisKeyStore({redact_url(self._url)!r}, namespace={self.namespace!r})"
@@ -175,13 +209,7 @@ class RedisKeyStore(KeyStore):
         return redact_url(self._url)
 
     def _aclient(self) -> aioredis.Redis:
-        """This event loop's client: asyncio connections belong to the loop that made them."""
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = aioredis.Redis.from_url(self._url, **self._options(AsyncRetry(NoBackoff(), 1)))
-            self._async_clients[loop] = client
-        return client
+        return self._redis.for_loop()
 
     def _rkey(self, key_id: str) -> str:
         return self._key_prefix + key_id
@@ -295,11 +323,8 @@ class RedisKeyStore(KeyStore):
 
     def close(self) -> None:
         """Close the sync client's connections (async clients close with their loops)."""
-        self._client.close()
+        self._redis.close()
 
     async def aclose(self) -> None:
         """Close this event loop's async client."""
-        client = self._async_clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            closer = getattr(client, "aclose", None)  # redis-py 5.0.0 has only `close`
-            await (closer() if closer is not None else client.close())
+        await self._redis.aclose()
