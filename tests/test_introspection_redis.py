@@ -4,6 +4,7 @@ never a fake) and the real test IdP: two instances stand for two workers."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 import uuid
@@ -46,9 +47,12 @@ def url(server: RedisServer) -> str:
     return server.url
 
 
+_NAMESPACES = itertools.count(1)
+
+
 @pytest.fixture
 def namespace() -> str:
-    return "t" + uuid.uuid4().hex[:12]
+    return f"t{next(_NAMESPACES)}"  # each test its own keys on the shared server
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -42,9 +43,12 @@ def url(server: RedisServer) -> str:
     return server.url
 
 
+_NAMESPACES = itertools.count(1)
+
+
 @pytest.fixture
 def namespace() -> str:
-    return "t" + uuid.uuid4().hex[:12]  # each test its own keys on the shared server
+    return f"t{next(_NAMESPACES)}"  # each test its own keys on the shared server
 
 
 @pytest.fixture

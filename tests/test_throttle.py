@@ -9,12 +9,12 @@ never passes during a test and assert Retry-After ranges.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -247,10 +247,14 @@ def url(server: RedisServer) -> str:
     return server.url
 
 
+# Each test its own client address on the module's shared server: counts never mix.
+_ADDRESSES = (f"192.0.2.{i}" for i in itertools.count(1))
+
+
 def test_two_workers_share_the_count_through_redis(url: str) -> None:
     store = MemoryKeyStore()
     good = store.create("svc", ["items:read"]).key
-    client = f"192.0.2.{uuid.uuid4().int % 250}"  # fresh counters on the shared server
+    client = next(_ADDRESSES)
     limit = f"4/{HOUR} seconds"
     a = Worker("asgi", APIKeyAuth(store), throttle=Throttle(limit, storage=url))
     b = Worker("wsgi", APIKeyAuth(store), throttle=Throttle(limit, storage=url))
@@ -270,7 +274,7 @@ def test_redis_down_fails_closed_with_503_or_open(
 ) -> None:
     store = MemoryKeyStore()
     good = store.create("svc", ["items:read"]).key
-    client = f"192.0.2.{uuid.uuid4().int % 250}"
+    client = next(_ADDRESSES)
     limit = f"5/{HOUR} seconds"
     closed = Worker(kind, APIKeyAuth(store), throttle=Throttle(limit, storage=url))
     opened = Worker(kind, APIKeyAuth(store), throttle=Throttle(limit, storage=url, fail="open"))
