@@ -75,6 +75,10 @@ class HitCache:
                     hits.pop(t, None)
             hits[token] = (identity, deadline, guard)
 
+    def pop(self, token: str) -> None:
+        """Forget one credential."""
+        self._hits.pop(token, None)
+
     def discard(self, match: Callable[[Identity], bool] | None = None) -> None:
         """Forget every entry, or those whose identity `match`es."""
         with self._lock:

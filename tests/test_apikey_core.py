@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import string
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -228,6 +230,66 @@ def test_local_store_is_read_without_an_effect(clock: Clock) -> None:
     assert auth.cached(issued.key) is not None
 
 
+class SwitchableStore(CountingStore):
+    """A networked store that can be taken down and brought back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        self.calls.append(key_id)
+        if self.down:
+            raise ConnectionError("key store down")
+        return MemoryKeyStore.get(self, key_id)
+
+
+def test_max_stale_serves_a_stale_record_only_while_the_store_fails(clock: Clock) -> None:
+    store = SwitchableStore()
+    auth = APIKeyAuth(store, cache_ttl=10, max_stale=100, clock=clock)
+    issued = store.create("k")
+    check(auth, issued.key)
+    store.down = True
+    clock.advance(10)  # the TTL is over: ask the store, which fails: serve the stale record
+    assert check(auth, issued.key).key_id == issued.record.key_id
+    assert len(store.calls) == 2
+    clock.advance(0.5)  # it just failed: served stale without asking again
+    check(auth, issued.key)
+    assert len(store.calls) == 2
+    clock.advance(0.5)  # a second after the failure: ask again (still down: stale)
+    check(auth, issued.key)
+    assert len(store.calls) == 3
+    clock.advance(99)  # cache_ttl + max_stale after the fetch: nothing stale is left
+    err = rejects(auth, issued.key)
+    assert isinstance(err, ServiceUnavailable) and err.reason == "key_store_unavailable"
+    store.down = False
+    assert check(auth, issued.key).key_id == issued.record.key_id  # back, no restart
+
+
+def test_max_stale_defaults_to_off_and_must_not_be_negative(clock: Clock) -> None:
+    store = SwitchableStore()
+    auth = APIKeyAuth(store, cache_ttl=10, clock=clock)
+    issued = store.create("k")
+    check(auth, issued.key)
+    store.down = True
+    clock.advance(10)
+    assert isinstance(rejects(auth, issued.key), ServiceUnavailable)
+    with pytest.raises(ValueError, match="max_stale"):
+        APIKeyAuth(store, max_stale=-1)
+
+
+def test_a_stale_record_is_replaced_when_the_store_answers(clock: Clock) -> None:
+    store = SwitchableStore()
+    auth = APIKeyAuth(store, cache_ttl=10, max_stale=100, clock=clock, max_cache_entries=10)
+    issued = store.create("k")
+    check(auth, issued.key)
+    store._records[issued.record.key_id] = replace(  # revoked where no one announced it
+        store._records[issued.record.key_id], revoked_at=clock() - 1
+    )
+    clock.advance(10)
+    assert rejects(auth, issued.key).reason == "revoked"
+
+
 def test_failing_local_store_is_service_unavailable(clock: Clock) -> None:
     class Broken(FailingStore):
         local = True
@@ -292,6 +354,62 @@ def test_invalidate_makes_revocation_immediate(
     check(auth, b.key)
     assert store.calls[-1] == b.record.key_id
     assert len(store.calls) == 4
+
+
+def test_a_store_write_reaches_listening_caches_at_once(
+    store: CountingStore, auth: APIKeyAuth
+) -> None:
+    """The store tells `APIKeyAuth` of its own writes: no explicit `invalidate`."""
+    issued = store.create("k")
+    check(auth, issued.key)
+    store.revoke(issued.record.key_id)
+    assert auth.cached(issued.key) is None
+    assert rejects(auth, issued.key).reason == "revoked"
+
+
+def test_a_lookup_that_raced_an_invalidation_is_used_but_not_cached(
+    store: CountingStore, auth: APIKeyAuth
+) -> None:
+    """What a lookup read may predate a change announced while it ran: it answers its
+    own request, but the next one looks again."""
+    issued = store.create("k")
+    flow = auth.flow(issued.key, REQ)
+    effect = next(flow)
+    record = effect.sync()  # read ...
+    auth.invalidate(issued.record.key_id)  # ... then a change is announced
+    with pytest.raises(StopIteration) as stop:
+        flow.send(record)
+    assert stop.value.value.key_id == issued.record.key_id
+    assert auth.cached(issued.key) is None
+    assert isinstance(next(auth.flow(issued.key, REQ)), Effect)  # not from a cache
+
+
+class InterruptedStore(CountingStore):
+    """Announces a change in the middle of a check: `APIKeyAuth` reads the hash key
+    after it took the record from its cache and before it caches the verified key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupt: Callable[[], None] | None = None
+
+    @property
+    def hash_key(self) -> bytes:
+        interrupt, self.interrupt = self.interrupt, None
+        if interrupt is not None:
+            interrupt()
+        return super().hash_key
+
+
+def test_a_check_that_raced_an_invalidation_leaves_no_hit(clock: Clock) -> None:
+    store = InterruptedStore()
+    auth = APIKeyAuth(store, cache_ttl=TTL, clock=clock)
+    issued = store.create("k")
+    check(auth, issued.key)
+    auth._hits.pop(issued.key)  # the record stays cached, the verified key does not
+    store.interrupt = lambda: auth.invalidate(issued.record.key_id)
+    check(auth, issued.key)  # answered from the record read before the change ...
+    assert store.interrupt is None
+    assert auth.cached(issued.key) is None  # ... but not kept
 
 
 def test_revocation_scheduled_in_the_future_bounds_the_cache(

@@ -150,7 +150,7 @@ def test_hashes_at_rest_never_the_plaintext(
     keys = sorted(raw.keys("{" + namespace + "}:*"))
     assert keys == sorted(
         f"{{{namespace}}}:{k}".encode()
-        for k in ("hash_key", "index", f"key:{issued.record.key_id}")
+        for k in ("hash_key", "index", "version", f"key:{issued.record.key_id}")
     )
     dump = b""
     for k in keys:
@@ -351,9 +351,10 @@ def test_list_pages_with_bounded_memory(
         )
         records.append(rec)
         store._insert_script(
-            keys=[store._rkey(rec.key_id), store._index],
+            keys=[store._rkey(rec.key_id), store._index, store._version_key],
             args=[
-                *(repr(rec.created_at), rec.key_id, "prefix", rec.prefix, "name", rec.name),
+                *(repr(rec.created_at), rec.key_id, store.channel),
+                *("prefix", rec.prefix, "name", rec.name),
                 *("scopes", "r", "secret_hash", rec.secret_hash, "created_at", repr(1000.0 + i)),
                 *("metadata", "{}"),
             ],

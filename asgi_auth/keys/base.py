@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +21,12 @@ from .format import (
     new_secret,
     parse,
 )
+
+logger = logging.getLogger("asgi_auth")
+
+#: What a store calls when keys change: with a key id, or None for "anything may have".
+Listener = Callable[[str | None], None]
+_LISTENERS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,39 @@ class KeyStore(ABC):
     #: time-out and, under asyncio, event-loop turns (about half of a cache miss).
     local: bool = False
 
+    # -- change notification --------------------------------------------------------------
+
+    def listen(self, listener: Listener) -> None:
+        """Call `listener(key_id)` after a key is created, rotated or revoked through this
+        store, or `listener(None)` when any cached key may be out of date. Held weakly
+        (a bound method lives as long as its object), so it never keeps a cache alive.
+        Stores shared by several processes also deliver other processes' writes."""
+        ref: weakref.ref[Any] = (
+            weakref.WeakMethod(listener) if hasattr(listener, "__self__") else weakref.ref(listener)
+        )
+        with _LISTENERS_LOCK:
+            refs: list[weakref.ref[Any]] = self.__dict__.setdefault("_listener_refs", [])
+            refs[:] = [r for r in refs if r() is not None]
+            refs.append(ref)
+
+    def _listeners(self) -> list[Listener]:
+        refs = self.__dict__.get("_listener_refs", ())
+        return [fn for fn in (r() for r in list(refs)) if fn is not None]
+
+    def _notify(self, key_id: str | None) -> None:
+        """Tell this process's listeners that `key_id` (None: any key) changed. A failing
+        listener is logged and the others still run."""
+        for fn in self._listeners():
+            try:
+                fn(key_id)
+            except Exception:  # one broken cache must not leave the others stale
+                logger.exception("key store listener failed: key_id=%s", key_id)
+
+    def _changed(self, key_id: str) -> None:
+        """A write through this store committed. Stores shared by several processes also
+        publish it (see `RedisKeyStore`); this process's caches learn of it at once."""
+        self._notify(key_id)
+
     @property
     @abstractmethod
     def hash_key(self) -> bytes:
@@ -138,6 +180,7 @@ class KeyStore(ABC):
                 metadata=MappingProxyType(dict(metadata or {})),
             )
             if self._insert(record):
+                self._changed(key_id)
                 return IssuedKey(assemble(prefix, key_id, secret), record)
         raise RuntimeError("could not allocate a unique key id")  # pragma: no cover
 
@@ -167,12 +210,17 @@ class KeyStore(ABC):
         )
         if not self._insert(record):
             raise ValueError(f"key id {key_id} already exists")
+        self._changed(key_id)
         return record
 
     def revoke(self, key_id: str) -> KeyRecord | None:
-        """Revoke a key now; None if unknown. Authenticators notice within their cache TTL."""
+        """Revoke a key now; None if unknown. Authenticators listening to this store drop
+        it at once (other processes: see the store); others within their cache TTL."""
         now = self.clock()
-        return self._update(key_id, lambda r: r if r.revoked_at else replace(r, revoked_at=now))
+        record = self._update(key_id, lambda r: r if r.revoked_at else replace(r, revoked_at=now))
+        if record is not None:
+            self._changed(key_id)
+        return record
 
     def rotate(self, key_id: str, *, grace: float = 86400.0) -> IssuedKey | None:
         """Give a key a new secret; the old one stays valid for `grace` seconds."""
@@ -194,6 +242,7 @@ class KeyStore(ABC):
         record = self._update(key_id, change)
         if record is None:
             return None
+        self._changed(key_id)
         return IssuedKey(assemble(record.prefix, key_id, secret), record)
 
     def __repr__(self) -> str:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import secrets
+import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
@@ -26,15 +29,33 @@ except ModuleNotFoundError as exc:  # pragma: no cover - the core alone, without
 
 from .base import KeyRecord, KeyStore
 
+logger = logging.getLogger("asgi_auth")
+
 HASH_KEY_ENV = "AUTHGATE_HASH_KEY"
 #: Writers that lose a race (WATCH) try again this many times before giving up.
 _WRITE_ATTEMPTS = 64
+#: A lost subscription is retried after this long, doubling up to the maximum.
+_RESUBSCRIBE_MIN = 0.05
+_RESUBSCRIBE_MAX = 2.0
+#: How long reconciliation waits for announcements already on their way before it
+#: concludes that some were lost.
+_IN_FLIGHT_WAIT = 0.05
 
-# Insert a record if its id is free, and index it, in one step.
+# Announce a change: bump the store's change counter and publish "<counter> <key id>",
+# so that a subscriber that sees a gap in the counter knows it missed something.
+_ANNOUNCE = """
+local version = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], version .. ' ' .. ARGV[2])
+return version
+"""
+
+# Insert a record if its id is free, index it and announce it, in one step.
 _INSERT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
+local version = redis.call('INCR', KEYS[3])
+redis.call('PUBLISH', ARGV[3], version .. ' ' .. ARGV[2])
 return 1
 """
 
@@ -161,7 +182,24 @@ class RedisKeyStore(KeyStore):
 
     Creation is one Lua script; rotation and revocation are optimistic transactions
     (`WATCH`/`MULTI`/`EXEC`, retried when another writer got there first), so racing
-    writers never lose an update. Lookups use redis-py's sync client under WSGI and its
+    writers never lose an update.
+
+    Every write also bumps `{ns}:version` and publishes `"<version> <key id>"` on
+    `{ns}:changes`, in the same atomic step, after the record. A process whose
+    `APIKeyAuth` caches keys from this store subscribes (one daemon thread per store,
+    started at its first lookup, again after a fork) and drops the key from every cache
+    on each message, so a revocation or rotation reaches the fleet in milliseconds:
+
+    - A lost subscription is retried with backoff; cached keys keep serving meanwhile.
+      Once subscribed again (and on the first subscription), every cached key is
+      dropped: messages may have been missed.
+    - Every `reconcile_interval` seconds the thread reads `{ns}:version`; a gap between
+      it (or a message's version) and the messages seen means some were lost, and every
+      cached key is dropped. So even a silently lost message is bounded by about
+      `reconcile_interval`, and `cache_ttl` remains the last backstop.
+    - `listen=False` turns this off (revocation then waits for `cache_ttl`).
+
+    Lookups use redis-py's sync client under WSGI and its
     asyncio client (one per event loop) under ASGI; every call is bounded by `timeout`
     (connect and socket time-outs, with one reconnect for a connection Redis dropped).
     `store_timeout` of `APIKeyAuth` (2 s by default) bounds a lookup as a whole, and a
@@ -178,6 +216,8 @@ class RedisKeyStore(KeyStore):
         timeout: float = 0.5,
         hash_key: bytes | None = None,
         page_size: int = 500,
+        listen: bool = True,
+        reconcile_interval: float = 1.0,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}"):
             raise ValueError("namespace must be non-empty and free of braces")
@@ -185,6 +225,8 @@ class RedisKeyStore(KeyStore):
             raise ValueError("timeout must be > 0")
         if page_size < 1:
             raise ValueError("page_size must be >= 1")
+        if reconcile_interval <= 0:
+            raise ValueError("reconcile_interval must be > 0")
         if hash_key is None and os.environ.get(HASH_KEY_ENV):
             hash_key = bytes.fromhex(os.environ[HASH_KEY_ENV])
         self._url = url
@@ -196,9 +238,25 @@ class RedisKeyStore(KeyStore):
         self._key_prefix = f"{tag}:key:"
         self._index = f"{tag}:index"
         self._hash_key_name = f"{tag}:hash_key"
+        self._version_key = f"{tag}:version"
+        self.channel = f"{tag}:changes"
         self._redis = RedisClients(url, timeout, retries=1)
         self._client = self._redis.sync
         self._insert_script = self._client.register_script(_INSERT)
+        self._announce_script = self._client.register_script(_ANNOUNCE)
+        self.listening = listen
+        self.reconcile_interval = reconcile_interval
+        #: Set while this process is subscribed to changes (for tests and health checks).
+        self.subscribed = threading.Event()
+        self._listener_pid: int | None = None
+        self._first_subscription = threading.Event()
+        #: A lookup read Redis before this process's first subscription (it timed out):
+        #: what it cached may miss an announcement, so the subscription drops it.
+        self._read_unsubscribed = False
+        self._listener_stop = threading.Event()
+        self._listener_thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._seen_version: int | None = None
 
     def __repr__(self) -> str:
         return f"RedisKeyStore({redact_url(self._url)!r}, namespace={self.namespace!r})"
@@ -244,11 +302,17 @@ class RedisKeyStore(KeyStore):
     # -- reads ----------------------------------------------------------------------------
 
     def get(self, key_id: str) -> KeyRecord | None:
+        pending = not self._following and self._start_listening()
+        if pending and not self._first_subscription.wait(self.timeout):
+            self._read_unsubscribed = True
         self.hash_key  # noqa: B018 - `APIKeyAuth` compares right after, without I/O
         fields = self._client.hgetall(self._rkey(key_id))
         return _fields_to_record(key_id, fields) if fields else None
 
     async def aget(self, key_id: str) -> KeyRecord | None:
+        pending = not self._following and self._start_listening()
+        if pending and not await asyncio.to_thread(self._first_subscription.wait, self.timeout):
+            self._read_unsubscribed = True
         await self._ahash_key()
         fields = await self._aclient().hgetall(self._rkey(key_id))
         return _fields_to_record(key_id, fields) if fields else None
@@ -293,11 +357,11 @@ class RedisKeyStore(KeyStore):
     # -- writes ---------------------------------------------------------------------------
 
     def _insert(self, record: KeyRecord) -> bool:
-        args: list[Any] = [repr(record.created_at), record.key_id]
+        args: list[Any] = [repr(record.created_at), record.key_id, self.channel]
         for name, value in _record_to_fields(record).items():
             args += [name, value]
-        done = self._insert_script(keys=[self._rkey(record.key_id), self._index], args=args)
-        return bool(done)
+        keys = [self._rkey(record.key_id), self._index, self._version_key]
+        return bool(self._insert_script(keys=keys, args=args))
 
     def _update(self, key_id: str, change: Callable[[KeyRecord], KeyRecord]) -> KeyRecord | None:
         rkey = self._rkey(key_id)
@@ -313,6 +377,9 @@ class RedisKeyStore(KeyStore):
                     pipe.multi()
                     pipe.delete(rkey)
                     pipe.hset(rkey, mapping=_record_to_fields(new))  # type: ignore[arg-type]
+                    self._announce_script(
+                        keys=[self._version_key], args=[self.channel, key_id], client=pipe
+                    )
                     pipe.execute()
                     return new
                 except redis.WatchError:
@@ -321,8 +388,166 @@ class RedisKeyStore(KeyStore):
                     pipe.reset()
         raise RuntimeError(f"key {key_id} kept changing under a write; try again")
 
+    # -- change announcements -------------------------------------------------------------
+
+    @property
+    def _following(self) -> bool:
+        """This process follows announcements (or needs not: nothing listens)."""
+        return self._listener_pid == os.getpid() and self._first_subscription.is_set()
+
+    def _start_listening(self) -> bool:
+        """Start this process's subscriber thread, once (and again in a forked child:
+        threads do not survive a fork), if anything listens and listening is on. True
+        while its first subscription is pending: lookups wait for it (at most
+        `timeout`), so that what they read needs no dropping once it is in place; one
+        that reads without it marks the subscription to drop everything."""
+        if not self.listening or not self._listeners():
+            return False
+        with self._start_lock:
+            pid = os.getpid()
+            if self._listener_pid == pid:
+                return not self._first_subscription.is_set()
+            self._listener_pid = pid
+            self._first_subscription.clear()
+            self._read_unsubscribed = False
+            self._listener_stop = stop = threading.Event()
+            self.subscribed.clear()
+            self._listener_thread = threading.Thread(
+                target=self._listen,
+                args=(stop,),
+                name=f"authgate-key-changes-{self.namespace}",
+                daemon=True,  # never holds up interpreter exit
+            )
+            self._listener_thread.start()
+            return True
+
+    def _listen(self, stop: threading.Event) -> None:
+        # Its own client, with no silent reconnects: redis-py would re-subscribe behind
+        # our back, and the messages published meanwhile would be lost unnoticed.
+        client = redis.Redis.from_url(
+            self._url,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
+        backoff = _RESUBSCRIBE_MIN
+        lost = False
+        try:
+            while not stop.is_set():
+                pubsub = client.pubsub()
+                try:
+                    self._subscribe(pubsub, stop)
+                    # Changes before this point may have been missed: on the first
+                    # subscription, by lookups that raced it; after a loss, while it lasted.
+                    self._seen_version = self._read_version(client)
+                    if lost:
+                        logger.warning(
+                            "key store %s: change subscription restored; cached keys dropped",
+                            self.url,
+                        )
+                        lost = False
+                    first = not self._first_subscription.is_set()
+                    drop = lost or not first or self._read_unsubscribed
+                    self.subscribed.set()
+                    self._first_subscription.set()
+                    if drop:
+                        self._notify(None)
+                    backoff = _RESUBSCRIBE_MIN
+                    self._follow(client, pubsub, stop)
+                except (redis.RedisError, OSError) as exc:
+                    self.subscribed.clear()
+                    if not lost:
+                        lost = True
+                        logger.warning(
+                            "key store %s: change subscription lost (%s); cached keys keep "
+                            "serving until their TTL, resubscribing",
+                            self.url,
+                            type(exc).__name__,
+                        )
+                finally:
+                    self.subscribed.clear()
+                    pubsub.close()
+                stop.wait(backoff)
+                backoff = min(backoff * 2, _RESUBSCRIBE_MAX)
+        finally:
+            client.close()
+
+    def _subscribe(self, pubsub: Any, stop: threading.Event) -> None:
+        pubsub.subscribe(self.channel)
+        deadline = time.monotonic() + self.timeout
+        while not stop.is_set():
+            message = pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+            if message is not None and message["type"] == "subscribe":
+                return
+            if time.monotonic() >= deadline:
+                raise redis.TimeoutError("no confirmation of SUBSCRIBE")
+
+    def _read_version(self, client: redis.Redis) -> int:
+        value = client.get(self._version_key)
+        return int(value) if value is not None else 0
+
+    def _follow(self, client: redis.Redis, pubsub: Any, stop: threading.Event) -> None:
+        """Apply messages as they come; reconcile with `{ns}:version` every interval."""
+        next_check = time.monotonic() + self.reconcile_interval
+        while not stop.is_set():
+            wait = min(max(0.0, next_check - time.monotonic()), 1.0)
+            message = pubsub.get_message(timeout=wait)
+            if message is not None:
+                self._on_message(message)
+            if time.monotonic() >= next_check:
+                self._reconcile(client, pubsub)
+                next_check = time.monotonic() + self.reconcile_interval
+
+    def _on_message(self, message: Mapping[str, Any]) -> None:
+        if message.get("type") != "message":
+            return
+        try:
+            raw_version, key_id = bytes(message["data"]).decode().split(" ", 1)
+            version = int(raw_version)
+        except (TypeError, ValueError):
+            self._notify(None)  # unreadable: assume the worst
+            return
+        seen = self._seen_version
+        if seen is not None and version > seen + 1:
+            self._notify(None)  # a gap: some announcements never arrived
+        else:
+            self._notify(key_id)
+        if seen is None or version > seen:
+            self._seen_version = version
+
+    def _reconcile(self, client: redis.Redis, pubsub: Any) -> None:
+        version = self._read_version(client)
+        if version == self._seen_version:
+            return
+        # Announcements published before the read may still be on their way.
+        message = pubsub.get_message(timeout=_IN_FLIGHT_WAIT)
+        while message is not None:
+            self._on_message(message)
+            message = pubsub.get_message(timeout=_IN_FLIGHT_WAIT)
+        seen = self._seen_version
+        if seen is None or version > seen or version < seen:  # lost, or Redis lost its data
+            logger.warning(
+                "key store %s: %s change announcement(s) missed; cached keys dropped",
+                self.url,
+                "some" if seen is None or version < seen else version - seen,
+            )
+            self._seen_version = version
+            self._notify(None)
+
+    def stop_listening(self) -> None:
+        """Stop the subscriber thread (`close` does it too)."""
+        self._listener_stop.set()
+        thread = self._listener_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.timeout + 2.0)
+        self._listener_thread = None
+        self._listener_pid = None
+
     def close(self) -> None:
-        """Close the sync client's connections (async clients close with their loops)."""
+        """Stop listening and close the sync client's connections (async clients close
+        with their loops)."""
+        self.stop_listening()
         self._redis.close()
 
     async def aclose(self) -> None:
