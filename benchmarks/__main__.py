@@ -4,7 +4,9 @@ Apps are called in-process (no server, no sockets). Prints a Markdown table and 
 targets; `--json PATH` also writes every figure, the samples and the machine; `--plot
 PATH` draws them (PNG). `--e2e` adds real servers under load (uvicorn, gunicorn, wrk),
 `--scale` adds key-store size, issuer count, first-seen share and memory after many
-tokens; `--all` adds both. Each also runs alone: `python -m benchmarks.e2e`, `.scale`.
+tokens; `--fleet` adds authgate with Redis (its own redis-server: cached path, store
+lookups, throttled failures); `--all` adds all three. Each also runs alone: `python -m
+benchmarks.e2e`, `.scale`, `.fleet`.
 """
 
 from __future__ import annotations
@@ -52,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--scale", action="store_true", help="also scale and memory (1M tokens; quick: 20k)"
     )
-    p.add_argument("--all", action="store_true", help="--e2e and --scale")
+    p.add_argument(
+        "--fleet",
+        action="store_true",
+        help="also authgate with Redis: a redis-server of its own on 127.0.0.1 (Debian's)",
+    )
+    p.add_argument("--all", action="store_true", help="--e2e, --scale and --fleet")
     p.add_argument(
         "--check", action="store_true", help="exit 1 when the cached API key target is missed"
     )
@@ -109,6 +116,14 @@ def main(argv: list[str] | None = None) -> int:
             print(line)
         data["scale"] = scale.as_dict()
         failed = failed or (args.check and not scale.memory_met)
+    if args.fleet or args.all:
+        from .fleet import describe, run_fleet
+
+        fleet = run_fleet(args.quick, progress=progress)
+        print("\n## Redis (fleet)\n\n" + fleet.markdown() + "\n")
+        for line in describe(fleet):
+            print(line)
+        data["fleet"] = fleet.as_dict()
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if args.plot:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the end-to-end benchmarks (python -m benchmarks.e2e) use beyond Python:
-# the wrk load generator, from Debian. Quiet and idempotent: does nothing when wrk is there.
+# Installs what the benchmarks use beyond Python, from Debian: the wrk load generator (python
+# -m benchmarks.e2e) and redis-server (python -m benchmarks.fleet, via redis-setup.sh).
+# Quiet and idempotent: does nothing when both are there.
 set -euo pipefail
+bash "$(dirname "$0")/redis-setup.sh"
 if command -v wrk >/dev/null 2>&1; then
     exit 0
 fi
