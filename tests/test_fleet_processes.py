@@ -377,6 +377,19 @@ def test_redis_killed_and_restarted_under_running_processes(
         # One failure each: that address now needs the throttle's check.
         assert get(client, server, key=bad, address=suspect).status_code == 401
 
+    idle_suspect = next(_ADDRESSES)
+
+    def dpop_then_throttle_check() -> list[httpx2.Response]:
+        wsgi = fleet_up.wsgi
+        return [
+            get(client, wsgi, token=token, proof=key.proof("GET", ME, token)),
+            get(client, wsgi, key=bad, address=idle_suspect),  # then counted, and checked
+        ]
+
+    # Both gunicorn workers talk to Redis, then stay idle through the whole outage.
+    before = on_each_gunicorn_worker(fleet_up.wsgi.port, dpop_then_throttle_check)
+    assert [r.status_code for r in before] == [200, 401, 200, 401]
+
     fleet_up.redis.stop()  # SIGKILL, under running app processes
     try:
         for _ in range(3):  # DPoP fails closed on every process, whatever `fail=` says
@@ -403,6 +416,10 @@ def test_redis_killed_and_restarted_under_running_processes(
         assert get(client, server, token=token, proof=proof).status_code == 200, server.name
         assert get(client, server, key=fleet_up.new_key(), address=suspect).status_code == 200
     assert get(client, two, token=token, proof=proof).status_code == 401  # replay recorded again
+    # A worker idle through the outage: its first requests after it find Redis again (the
+    # connections it held died with the old server): no 503, the failure counted (a 401).
+    after = on_each_gunicorn_worker(fleet_up.wsgi.port, dpop_then_throttle_check)
+    assert [r.status_code for r in after] == [200, 401, 200, 401], [r.text for r in after]
 
 
 # -- gunicorn -w 2 (WSGI) -----------------------------------------------------------------
@@ -444,6 +461,21 @@ class Hold:
             if line.lower().startswith("x-worker:")
         ]
         return int(pid)
+
+
+def on_each_gunicorn_worker(
+    port: int, send: Callable[[], list[httpx2.Response]]
+) -> list[httpx2.Response]:
+    """`send` to one worker while the other is held, then to the other: both answer."""
+    first = Hold(port)
+    answers = send()
+    (y,) = {worker(r) for r in answers}
+    second = Hold(port)
+    x = first.release()
+    more = send()
+    assert {worker(r) for r in more} == {x} != {y}
+    assert second.release() == y
+    return answers + more
 
 
 def test_gunicorn_workers_share_the_count(fleet_up: Fleet, client: httpx2.Client) -> None:
