@@ -7,13 +7,17 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.websockets import WebSocket
 
 from asgi_auth import APIKeyAuth, AuthMiddleware, Rule
 from asgi_auth.keys import MemoryKeyStore
 from asgi_auth.keys.base import IssuedKey, KeyStore
+from asgi_auth.throttle import Throttle
+from tests.helpers_core import altered
 from tests.helpers_frameworks import ASGIRecorder, BrokenStore, ws_scope
 
 
@@ -188,3 +192,89 @@ def test_client_gone_before_connect_sends_nothing(store: MemoryKeyStore) -> None
     asyncio.run(echo.protected(store)(ws_scope(), rec.receive, rec.send))
     assert rec.sent == []
     assert echo.accepted == 0
+
+
+# -- failed-credential throttling ------------------------------------------------------------
+
+HOUR = 3600
+TOO_MANY = {
+    "error": "too_many_requests",
+    "error_description": "too many failed credentials; retry later",
+}
+
+
+def _throttled_echo(store: KeyStore, limit: int) -> tuple[EchoApp, AuthMiddleware]:
+    """The echo sockets plus an HTTP route, behind one middleware with one throttle."""
+    echo = EchoApp()
+
+    async def items(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.auth.subject)
+
+    echo.app.router.routes.append(Route("/items", items))
+    throttle = Throttle(f"{limit}/{HOUR} seconds", per="address")
+    return echo, echo.protected(store, throttle=throttle)
+
+
+def _denied(client: TestClient, key: str) -> WebSocketDenialResponse:
+    with (
+        pytest.raises(WebSocketDenialResponse) as denied,
+        client.websocket_connect("/ws", headers={"X-API-Key": key}),
+    ):
+        pass  # pragma: no cover - the handshake never completes
+    return denied.value
+
+
+def test_websocket_failures_count_with_http_ones_and_the_handshake_gets_429(
+    store: MemoryKeyStore, issued: IssuedKey
+) -> None:
+    unverified = store.create("late", ["chat"], subject="bob").key
+    bad = altered(store.create("target", ["chat"]).key)
+    echo, app = _throttled_echo(store, limit=3)
+    with TestClient(app) as client:  # every request from the one address "testclient"
+        with client.websocket_connect("/ws", headers={"X-API-Key": issued.key}) as ws:
+            assert ws.receive_json()["subject"] == "alice"  # verified before the attack
+        # Three failures in all, sockets and HTTP mixed.
+        assert _denied(client, bad).status_code == 401
+        assert client.get("/items", headers={"X-API-Key": bad}).status_code == 401
+        assert _denied(client, bad).status_code == 401
+
+        # Over the limit: the handshake is refused with the HTTP 429 (denial extension).
+        for key in (bad, unverified):  # a valid key not verified yet is refused too
+            refused = _denied(client, key)
+            assert refused.status_code == 429
+            assert 1 <= int(refused.headers["retry-after"]) <= HOUR
+            assert "www-authenticate" not in refused.headers
+            assert refused.json() == TOO_MANY
+        over_http = client.get("/items", headers={"X-API-Key": bad})
+        assert over_http.status_code == 429
+        assert over_http.json() == TOO_MANY
+        # A key verified already is no guess: its socket still opens.
+        with client.websocket_connect("/ws", headers={"X-API-Key": issued.key}) as ws:
+            assert ws.receive_json()["subject"] == "alice"
+    assert echo.accepted == 2
+
+
+def test_websocket_over_the_limit_without_the_extension_closes_with_1008(
+    store: MemoryKeyStore,
+) -> None:
+    unverified = store.create("late", ["chat"], subject="bob").key
+    bad = altered(store.create("target", ["chat"]).key)
+    echo, app = _throttled_echo(store, limit=2)
+
+    def connect(key: str, client: str = "192.0.2.1") -> list[dict[str, Any]]:
+        scope = ws_scope(headers=[(b"x-api-key", key.encode())])
+        scope["client"] = (client, 50000)
+        return _direct(app, scope)
+
+    for _ in range(2):
+        assert [(m["type"], m["code"]) for m in connect(bad)] == [("websocket.close", 1008)]
+    for key in (bad, unverified):
+        (close,) = connect(key)
+        assert close == {
+            "type": "websocket.close",
+            "code": 1008,
+            "reason": TOO_MANY["error_description"],
+        }
+    # Another address is not throttled: the same valid key is accepted from there.
+    assert connect(unverified, client="192.0.2.2")[0]["type"] == "websocket.accept"
+    assert echo.accepted == 1
