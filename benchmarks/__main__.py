@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         for line in describe(fleet):
             print(line)
         data["fleet"] = fleet.as_dict()
+        from .propagation import markdown as propagation_markdown
+        from .propagation import measure
+
+        propagation = measure(revocations=5 if args.quick else 30)
+        print("\n### Revocation propagation\n\n" + propagation_markdown(propagation) + "\n")
+        data["propagation"] = propagation
     if args.json:
         Path(args.json).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     if args.plot:
